@@ -1,0 +1,438 @@
+"""The sync engine: backfill and incremental runs of one source.
+
+Listings are paged concurrently (boto3 clients are thread-safe) into a bounded queue;
+one writer drains it in batches, so fetching and writing overlap and memory does not
+grow with the number of jobs. The watermark moves only after everything is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from signer_sync.config import Settings, SourceConfig
+from signer_sync.errors import SignerSyncError, SourceBusy, SyncFailed
+from signer_sync.planning import (
+    ExpiryBand,
+    ValidityRange,
+    nominal_range,
+    plan_bands,
+    profile_key,
+    validity_ranges,
+)
+from signer_sync.records import (
+    Rejection,
+    SigningJob,
+    SigningProfile,
+    map_describe_item,
+    map_list_item,
+    map_profile,
+)
+from signer_sync.source import Interrupted, SignerApi
+from signer_sync.warehouse.state import (
+    RunFigures,
+    Watermark,
+    abandon_stale_runs,
+    finish_run,
+    load_watermark,
+    save_watermark,
+    source_lock,
+    start_run,
+)
+from signer_sync.warehouse.writer import (
+    JobWriter,
+    WriteStats,
+    in_progress_job_ids,
+    merge_ranges,
+    revoked_without_details,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+#: At most this many jobs are looked up with DescribeSigningJob in one run.
+DESCRIBE_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One ListSigningJobs listing of a run: a name for logs and its filters."""
+
+    name: str
+    filters: dict[str, Any]
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run of one source."""
+
+    source: str
+    kind: str
+    run_id: int | None = None
+    outcome: str = "running"
+    figures: RunFigures = field(default_factory=RunFigures)
+    seconds: float = 0.0
+    watermark: datetime | None = None
+    error: str | None = None
+    listings: int = 0
+
+    @property
+    def stats(self) -> WriteStats:
+        return self.figures.stats
+
+    def summary(self) -> str:
+        s = self.stats
+        calls = sum(self.figures.api_calls.values())
+        text = (
+            f"{self.source}: {self.kind} {self.outcome}: {s.inserted} new, {s.updated} changed, "
+            f"{s.unchanged} unchanged, {s.rejected} rejected"
+        )
+        if self.kind == "backfill":
+            text += f", {s.removed} removed from the API"
+        text += f"; {calls} API calls in {self.seconds:.1f}s"
+        if self.error:
+            text += f" ({self.error})"
+        return text
+
+
+Progress = Callable[[int, int], None]
+"""Called with (pages, jobs) after each page is written."""
+
+
+class SourceSync:
+    """Runs of one source against one warehouse."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: SourceConfig,
+        engine: Engine,
+        *,
+        api: SignerApi | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.engine = engine
+        self._api = api
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.progress = progress
+
+    @property
+    def api(self) -> SignerApi:
+        if self._api is None:
+            self._api = SignerApi(self.source, self.settings)
+        return self._api
+
+    # -- entry points --------------------------------------------------------------------
+
+    def sync(self) -> RunReport:
+        """An incremental run; the first run of a source (no watermark) is a backfill."""
+        return self._locked("incremental")
+
+    def backfill(self) -> RunReport:
+        return self._locked("backfill")
+
+    def _locked(self, kind: str) -> RunReport:
+        with source_lock(self.engine, self.source.name) as acquired:
+            if not acquired:
+                raise SourceBusy(
+                    f"source {self.source.name!r} is being synced by another process; skipped"
+                )
+            abandon_stale_runs(self.engine, self.source.name)
+            watermark = load_watermark(self.engine, self.source.name)
+            if kind == "incremental" and watermark.at is None:
+                kind = "backfill"
+            return self._run(kind, watermark)
+
+    def _run(self, kind: str, watermark: Watermark) -> RunReport:
+        started = time.monotonic()
+        now = self.clock()
+        report = RunReport(self.source.name, kind)
+        api = self.api
+        calls_before, errors_before = dict(api.calls), dict(api.errors)
+        report.run_id = start_run(self.engine, self.source.name, kind, now)
+        writer = JobWriter(
+            self.engine, source=self.source.name, run_id=report.run_id, clock=self.clock
+        )
+        try:
+            if kind == "backfill":
+                new_mark = self._backfill(writer, watermark, now, report)
+            else:
+                new_mark = self._incremental(writer, watermark, now, report)
+            report.outcome = "succeeded"
+        except Interrupted:
+            report.outcome = "interrupted"
+            report.error = "stopped by a signal before the run finished"
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then raised
+            report.outcome = "failed"
+            report.error = _one_line(exc, self.settings)
+        report.figures.api_calls = _delta(api.calls, calls_before)
+        report.figures.api_errors = _delta(api.errors, errors_before)
+        report.seconds = time.monotonic() - started
+        if report.outcome == "succeeded":
+            # Only now, with every row committed, does the watermark move.
+            try:
+                save_watermark(self.engine, self.source.name, new_mark, report.run_id)
+                report.watermark = new_mark.at
+            except Exception as exc:  # noqa: BLE001
+                report.outcome = "failed"
+                report.error = _one_line(exc, self.settings)
+        try:
+            finish_run(self.engine, report.run_id, report.outcome, report.figures, report.error)
+        except Exception as exc:  # noqa: BLE001 - the database may be the thing that failed
+            log.warning(
+                "could not record the end of run %s: %s",
+                report.run_id,
+                _one_line(exc, self.settings),
+            )
+        if report.outcome == "failed":
+            raise SyncFailed(f"{self.source.name}: {kind} failed: {report.error}")
+        return report
+
+    # -- the two kinds of run ------------------------------------------------------------
+
+    def _backfill(
+        self, writer: JobWriter, watermark: Watermark, now: datetime, report: RunReport
+    ) -> Watermark:
+        writer.clear_seen()
+        in_progress_before = in_progress_job_ids(self.engine, self.source.name)
+        self._sync_profiles(writer)
+        listings = [Listing("all jobs", {})]
+        outcome = self._read(writer, listings, report, record_seen=True)
+        report.stats.removed = writer.mark_removed()
+        self._follow_up(writer, in_progress_before, outcome, report)
+        ranges = merge_ranges(dict(watermark.ranges), outcome.observed)
+        return Watermark(at=now, ranges=ranges, runs=watermark.runs + 1, last_kind="backfill")
+
+    def _incremental(
+        self, writer: JobWriter, watermark: Watermark, now: datetime, report: RunReport
+    ) -> Watermark:
+        assert watermark.at is not None
+        in_progress_before = in_progress_job_ids(self.engine, self.source.name)
+        nominal, calendar = self._sync_profiles(writer)
+        ranges = validity_ranges(nominal, watermark.ranges, calendar_units=calendar)
+        listings = self.plan(watermark, now, ranges)
+        outcome = self._read(writer, listings, report, record_seen=False)
+        self._follow_up(writer, in_progress_before, outcome, report)
+        ranges_after = merge_ranges(dict(watermark.ranges), outcome.observed)
+        return Watermark(
+            at=now, ranges=ranges_after, runs=watermark.runs + 1, last_kind="incremental"
+        )
+
+    def plan(
+        self, watermark: Watermark, now: datetime, ranges: Iterable[ValidityRange]
+    ) -> list[Listing]:
+        """The listings of an incremental run (see :mod:`signer_sync.planning`)."""
+        assert watermark.at is not None
+        bands: list[ExpiryBand] = plan_bands(watermark.at, now, ranges, self.settings.expiry_margin)
+        listings = [
+            Listing(f"expiry band {i + 1}/{len(bands)}", band.filters())
+            for i, band in enumerate(bands)
+        ]
+        listings.append(Listing("in progress", {"status": "InProgress"}))
+        if (watermark.runs + 1) % self.settings.failed_every == 0:
+            listings.append(Listing("failed", {"status": "Failed"}))
+        listings.append(Listing("revoked", {"isRevoked": True}))
+        return listings
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _sync_profiles(self, writer: JobWriter) -> tuple[dict[str, ValidityRange], dict[str, bool]]:
+        """Store every profile version; return their nominal validity ranges."""
+        profiles: list[SigningProfile] = []
+        rejections: list[Rejection] = []
+        for item in self.api.list_profiles():
+            mapped = map_profile(item)
+            (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)  # type: ignore[arg-type]
+        writer.write_profiles(profiles, self.api.region)
+        writer.write_rejections(rejections, "ListSigningProfiles")
+        nominal: dict[str, ValidityRange] = {}
+        calendar: dict[str, bool] = {}
+        for profile in profiles:
+            values = profile.values
+            key = profile_key(values.get("profile_name"), values.get("profile_version"))
+            period = nominal_range(values.get("validity_value"), values.get("validity_type"))
+            if period is not None:
+                nominal[key] = period
+                calendar[key] = str(values.get("validity_type")).upper() != "DAYS"
+        return nominal, calendar
+
+    def _read(
+        self,
+        writer: JobWriter,
+        listings: Sequence[Listing],
+        report: RunReport,
+        *,
+        record_seen: bool,
+    ) -> _ReadOutcome:
+        """Page every listing concurrently and write the jobs in batches."""
+        outcome = _ReadOutcome()
+        report.listings = len(listings)
+        pages: queue.Queue[tuple[str, list[Any]] | BaseException | None] = queue.Queue(
+            maxsize=self.settings.concurrency * 4
+        )
+        abort = threading.Event()
+
+        def deliver(item: tuple[str, list[Any]] | BaseException | None) -> None:
+            while not abort.is_set():
+                try:
+                    pages.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def page_through(listing: Listing) -> None:
+            try:
+                for jobs in self.api.list_jobs(listing.filters, stop=_Either(self.stop, abort)):
+                    deliver((listing.name, jobs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
+                deliver(exc)
+            finally:
+                deliver(None)
+
+        batch: list[SigningJob] = []
+        rejections: list[Rejection] = []
+        pending = len(listings)
+        failure: BaseException | None = None
+        workers = max(1, min(self.settings.concurrency, len(listings)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"pager-{self.source.name}") as pool:
+            for listing in listings:
+                pool.submit(page_through, listing)
+            try:
+                while pending:
+                    item = pages.get()
+                    if item is None:
+                        pending -= 1
+                        continue
+                    if isinstance(item, BaseException):
+                        failure = item
+                        break
+                    _, jobs = item
+                    report.figures.pages += 1
+                    for raw in jobs:
+                        mapped = map_list_item(raw, region=self.api.region, source=self.source.name)
+                        if isinstance(mapped, Rejection):
+                            rejections.append(mapped)
+                            continue
+                        batch.append(mapped)
+                        if mapped.values.get("status") == "InProgress":
+                            outcome.listed_in_progress.add(mapped.job_id)
+                    if len(batch) >= self.settings.batch_size:
+                        self._flush(writer, batch, rejections, report, outcome, record_seen)
+                        batch, rejections = [], []
+                    if self.progress is not None:
+                        self.progress(report.figures.pages, outcome.jobs + len(batch))
+            finally:
+                abort.set()  # pagers still running stop at their next page
+        # Whatever was fetched is committed, also when the run was interrupted or failed.
+        self._flush(writer, batch, rejections, report, outcome, record_seen)
+        if failure is not None:
+            raise failure
+        return outcome
+
+    def _flush(
+        self,
+        writer: JobWriter,
+        batch: list[SigningJob],
+        rejections: list[Rejection],
+        report: RunReport,
+        outcome: _ReadOutcome,
+        record_seen: bool,
+    ) -> None:
+        if rejections:
+            report.stats.rejected += writer.write_rejections(rejections, "ListSigningJobs")
+        if not batch:
+            return
+        result = writer.write_jobs(batch, record_seen=record_seen)
+        report.stats.add(result.stats)
+        outcome.jobs += len(batch)
+        outcome.newly_revoked.update(result.newly_revoked)
+        merge_ranges(outcome.observed, result.observed)
+
+    def _follow_up(
+        self,
+        writer: JobWriter,
+        in_progress_before: set[str],
+        outcome: _ReadOutcome,
+        report: RunReport,
+    ) -> None:
+        """DescribeSigningJob for jobs that left InProgress and for new revocations, to fill
+        ``completed_at``, ``status_reason`` and the revocation record."""
+        wanted = (in_progress_before - outcome.listed_in_progress) | outcome.newly_revoked
+        wanted |= set(revoked_without_details(self.engine, self.source.name, DESCRIBE_LIMIT))
+        job_ids = sorted(wanted)[:DESCRIBE_LIMIT]
+        if not job_ids:
+            return
+        found: list[SigningJob] = []
+        rejections: list[Rejection] = []
+        workers = max(1, min(self.settings.concurrency, len(job_ids)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"describe-{self.source.name}") as pool:
+            for item in pool.map(self._describe, job_ids):
+                if item is None:
+                    continue
+                mapped = map_describe_item(item)
+                if isinstance(mapped, Rejection):
+                    rejections.append(mapped)
+                else:
+                    found.append(mapped)
+        for start in range(0, len(found), self.settings.batch_size):
+            result = writer.write_jobs(found[start : start + self.settings.batch_size])
+            report.stats.updated += result.stats.updated
+            report.stats.inserted += result.stats.inserted
+        report.stats.rejected += writer.write_rejections(rejections, "DescribeSigningJob")
+
+    def _describe(self, job_id: str) -> dict[str, Any] | None:
+        if self.stop.is_set():
+            raise Interrupted("stopped during DescribeSigningJob look-ups")
+        return self.api.describe_job(job_id)
+
+
+@dataclass
+class _ReadOutcome:
+    jobs: int = 0
+    newly_revoked: set[str] = field(default_factory=set)
+    listed_in_progress: set[str] = field(default_factory=set)
+    observed: dict[str, ValidityRange] = field(default_factory=dict)
+
+
+class _Either(threading.Event):
+    """Set when either of two events is set (the run's stop signal or an internal abort)."""
+
+    def __init__(self, first: threading.Event, second: threading.Event) -> None:
+        super().__init__()
+        self._first, self._second = first, second
+
+    def is_set(self) -> bool:
+        return self._first.is_set() or self._second.is_set()
+
+
+def _delta(now: Any, before: dict[str, int]) -> dict[str, int]:
+    return {
+        key: value - before.get(key, 0) for key, value in now.items() if value - before.get(key, 0)
+    }
+
+
+def _one_line(exc: BaseException, settings: Settings) -> str:
+    """An error as one line, with the database password never in it."""
+    if isinstance(exc, SignerSyncError):
+        text = str(exc)
+    else:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    password = settings.url.password
+    if password:
+        text = text.replace(str(password), "***")
+    return text[:500]

@@ -1,0 +1,333 @@
+"""The write path: batches of observed jobs -> ``signing_jobs`` + ``signing_job_events``.
+
+One transaction per batch: read the batch's current rows, compare in Python
+(:func:`~signer_sync.warehouse.changes.plan_change`), upsert only what differs with
+``INSERT ... ON CONFLICT (job_id) DO UPDATE ... WHERE`` the row really differs, and write
+one event per change in the same transaction. Unchanged rows are not touched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Insert
+
+from signer_sync.planning import ValidityRange, observe, profile_key
+from signer_sync.records import Rejection, SigningJob, SigningProfile
+from signer_sync.warehouse.changes import JobChange, plan_change, to_json
+from signer_sync.warehouse.schema import (
+    listing_seen,
+    rejected_records,
+    signing_job_events,
+    signing_jobs,
+    signing_profiles,
+)
+
+_NEVER_COMPARED = frozenset({"job_id", "first_seen_at", "last_changed_at"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class WriteStats:
+    """Counts for ``sync_runs`` and the run summary."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    removed: int = 0
+    events: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class BatchResult:
+    stats: WriteStats = field(default_factory=WriteStats)
+    newly_revoked: list[str] = field(default_factory=list)
+    observed: dict[str, ValidityRange] = field(default_factory=dict)
+
+
+def dialect_insert(connection: Connection, table: Any) -> Insert:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class JobWriter:
+    """Writes one source's jobs for one run."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        source: str,
+        run_id: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.run_id = run_id
+        self.clock = clock
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def write_jobs(
+        self, jobs: Sequence[SigningJob], *, listed: bool = True, record_seen: bool = False
+    ) -> BatchResult:
+        """Upsert one batch in one transaction; returns what it changed."""
+        result = BatchResult()
+        latest: dict[str, SigningJob] = {}
+        for job in jobs:  # the same job twice in a batch: the later observation wins
+            previous = latest.get(job.job_id)
+            latest[job.job_id] = (
+                job
+                if previous is None
+                else SigningJob(job.job_id, {**previous.values, **job.values})
+            )
+        if not latest:
+            return result
+        now = self.clock()
+        with self.engine.begin() as connection:
+            existing = self._current_rows(connection, list(latest))
+            changes: list[JobChange] = []
+            for job_id, job in latest.items():
+                change = plan_change(job_id, existing.get(job_id), job.values, now, listed=listed)
+                if change is None:
+                    result.stats.unchanged += 1
+                    continue
+                changes.append(change)
+                if change.inserted:
+                    result.stats.inserted += 1
+                else:
+                    result.stats.updated += 1
+                if job.values.get("is_revoked") is True and not (existing.get(job_id) or {}).get(
+                    "is_revoked"
+                ):
+                    result.newly_revoked.append(job_id)
+            for job in latest.values():
+                values = job.values
+                if values.get("status") == "Succeeded":
+                    key = profile_key(values.get("profile_name"), values.get("profile_version"))
+                    observe(
+                        result.observed,
+                        key,
+                        values.get("created_at"),
+                        values.get("signature_expires_at"),
+                    )
+            self._upsert(connection, changes)
+            self._write_events(connection, changes, now)
+            result.stats.events = len(changes)
+            if record_seen:
+                seen = dialect_insert(connection, listing_seen).on_conflict_do_nothing()  # type: ignore[attr-defined]
+                connection.execute(seen, [{"run_id": self.run_id, "job_id": j} for j in latest])
+        return result
+
+    def _current_rows(
+        self, connection: Connection, job_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(job_ids), 5000):
+            chunk = job_ids[start : start + 5000]
+            query = select(signing_jobs).where(signing_jobs.c.job_id.in_(chunk))
+            for row in connection.execute(query).mappings():
+                rows[row["job_id"]] = dict(row)
+        return rows
+
+    def _upsert(self, connection: Connection, changes: Iterable[JobChange]) -> None:
+        groups: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
+        for change in changes:
+            row = dict(change.row, job_id=change.job_id)
+            if not change.inserted:
+                row.setdefault("first_seen_at", row.get("last_changed_at"))
+            groups[frozenset(row)].append(row)
+        for columns, rows in groups.items():
+            statement = dialect_insert(connection, signing_jobs)
+            excluded = statement.excluded  # type: ignore[attr-defined]
+            written = sorted(columns - {"job_id", "first_seen_at"})
+            compared = [name for name in written if name not in _NEVER_COMPARED]
+            statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
+                index_elements=[signing_jobs.c.job_id],
+                set_={name: excluded[name] for name in written},
+                where=or_(
+                    *(signing_jobs.c[name].is_distinct_from(excluded[name]) for name in compared)
+                ),
+            )
+            connection.execute(statement, rows)
+
+    def _write_events(
+        self, connection: Connection, changes: Sequence[JobChange], now: datetime
+    ) -> None:
+        if not changes:
+            return
+        connection.execute(
+            signing_job_events.insert(),
+            [
+                {
+                    "job_id": change.job_id,
+                    "run_id": self.run_id,
+                    "observed_at": now,
+                    "kind": change.kind,
+                    "old_values": change.old_values,
+                    "new_values": change.new_values,
+                }
+                for change in changes
+            ],
+        )
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    def clear_seen(self) -> None:
+        """Forget the ids earlier (crashed) backfills of this source recorded."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(listing_seen).where(listing_seen.c.run_id <= self.run_id))
+
+    def mark_removed(self) -> int:
+        """Set ``removed_from_api_at`` on this source's rows the complete listing no longer
+        returned, with an event each; rows are never deleted. Returns how many."""
+        now = self.clock()
+        listed = exists().where(
+            and_(
+                listing_seen.c.run_id == self.run_id, listing_seen.c.job_id == signing_jobs.c.job_id
+            )
+        )
+        with self.engine.begin() as connection:
+            gone = [
+                row[0]
+                for row in connection.execute(
+                    select(signing_jobs.c.job_id).where(
+                        signing_jobs.c.source == self.source,
+                        signing_jobs.c.removed_from_api_at.is_(None),
+                        ~listed,
+                    )
+                )
+            ]
+            for start in range(0, len(gone), 5000):
+                chunk = gone[start : start + 5000]
+                connection.execute(
+                    update(signing_jobs)
+                    .where(signing_jobs.c.job_id.in_(chunk))
+                    .values(removed_from_api_at=now, last_changed_at=now)
+                )
+                connection.execute(
+                    signing_job_events.insert(),
+                    [
+                        {
+                            "job_id": job_id,
+                            "run_id": self.run_id,
+                            "observed_at": now,
+                            "kind": "removed_from_api",
+                            "old_values": {"removed_from_api_at": None},
+                            "new_values": {"removed_from_api_at": now.isoformat()},
+                        }
+                        for job_id in chunk
+                    ],
+                )
+            connection.execute(delete(listing_seen).where(listing_seen.c.run_id == self.run_id))
+        return len(gone)
+
+    # -- rejects and profiles ------------------------------------------------------------
+
+    def write_rejections(self, rejections: Sequence[Rejection], operation: str) -> int:
+        if not rejections:
+            return 0
+        now = self.clock()
+        with self.engine.begin() as connection:
+            connection.execute(
+                rejected_records.insert(),
+                [
+                    {
+                        "run_id": self.run_id,
+                        "source": self.source,
+                        "operation": operation,
+                        "reason": rejection.reason,
+                        "payload": rejection.payload,
+                        "rejected_at": now,
+                    }
+                    for rejection in rejections
+                ],
+            )
+        return len(rejections)
+
+    def write_profiles(self, profiles: Sequence[SigningProfile], region: str | None) -> int:
+        """Upsert profile versions; returns how many were new or changed."""
+        now = self.clock()
+        written = 0
+        with self.engine.begin() as connection:
+            current = {
+                row["profile_version_arn"]: dict(row)
+                for row in connection.execute(
+                    select(signing_profiles).where(signing_profiles.c.source == self.source)
+                ).mappings()
+            }
+            for profile in profiles:
+                values = dict(profile.values, source=self.source, region=region)
+                old = current.get(profile.profile_version_arn)
+                if old is not None and all(
+                    to_json(old.get(key)) == to_json(value) for key, value in values.items()
+                ):
+                    continue
+                written += 1
+                row = dict(
+                    values, profile_version_arn=profile.profile_version_arn, last_changed_at=now
+                )
+                statement = dialect_insert(connection, signing_profiles)
+                excluded = statement.excluded  # type: ignore[attr-defined]
+                statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
+                    index_elements=[signing_profiles.c.profile_version_arn],
+                    set_={key: excluded[key] for key in row if key != "profile_version_arn"},
+                )
+                connection.execute(statement, dict(row, first_seen_at=now))
+        return written
+
+
+def in_progress_job_ids(engine: Engine, source: str) -> set[str]:
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                select(signing_jobs.c.job_id).where(
+                    signing_jobs.c.source == source, signing_jobs.c.status == "InProgress"
+                )
+            ).scalars()
+        )
+
+
+def revoked_without_details(engine: Engine, source: str, limit: int) -> list[str]:
+    """Revoked jobs whose revocation record was never fetched (e.g. a describe failed)."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(signing_jobs.c.job_id)
+                .where(
+                    signing_jobs.c.source == source,
+                    signing_jobs.c.is_revoked.is_(True),
+                    signing_jobs.c.revoked_at.is_(None),
+                    signing_jobs.c.removed_from_api_at.is_(None),
+                )
+                .limit(limit)
+            ).scalars()
+        )
+
+
+def merge_ranges(
+    into: dict[str, ValidityRange], other: Mapping[str, ValidityRange]
+) -> dict[str, ValidityRange]:
+    for key, value in other.items():
+        current = into.get(key)
+        into[key] = (
+            value
+            if current is None
+            else ValidityRange(min(current.low, value.low), max(current.high, value.high))
+        )
+    return into
