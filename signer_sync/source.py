@@ -99,7 +99,7 @@ class SignerApi:
         self.rate = RequestRate(source.requests_per_second)
         session = session or _session_for(source)
         config = BotoConfig(
-            retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
+            retries={"mode": "standard", "total_max_attempts": settings.aws_max_attempts},
             connect_timeout=settings.aws_connect_timeout,
             read_timeout=settings.aws_read_timeout,
             max_pool_connections=max(10, settings.concurrency * 2),

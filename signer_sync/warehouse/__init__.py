@@ -1,0 +1,1 @@
+"""The warehouse: schema, connection, write path and sync state."""
