@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -68,40 +69,45 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _source_name(value: str) -> str:
+    if not SOURCE_NAME_RE.match(value):
+        raise ValueError(
+            "must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _region(value: str) -> str:
+    if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", value):
+        raise ValueError("is not an AWS region name such as 'us-east-1'")
+    return value
+
+
+SourceName = Annotated[str, AfterValidator(_source_name)]
+Region = Annotated[str, AfterValidator(_region)]
+RoleArn = Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")]
+EndpointUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+RequestsPerSecond = Annotated[float, Field(gt=0, le=10_000)]
+
+
 class SourceConfig(BaseModel):
     """One AWS account and region to read signing jobs from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = DEFAULT_SOURCE_NAME
-    region: str | None = None
+    name: SourceName = DEFAULT_SOURCE_NAME
+    region: Region | None = None
     aws_profile: str | None = None
-    role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    role_arn: RoleArn | None = None
     external_id: SecretStr | None = None
     role_session_name: str = "signer-sync"
-    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    endpoint_url: EndpointUrl | None = None
     # Filters that narrow what this source reads. Only attributes that never change
     # for a job are offered, so that reconciliation stays exact.
     platform_id: str | None = None
     requested_by: str | None = None
     job_invoker: str | None = None
-    requests_per_second: float = Field(default=20.0, gt=0, le=10_000)
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_safe(cls, value: str) -> str:
-        if not SOURCE_NAME_RE.match(value):
-            raise ValueError(
-                "must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
-            )
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", value):
-            raise ValueError("is not an AWS region name such as 'us-east-1'")
-        return value
+    requests_per_second: RequestsPerSecond = 20.0
 
     def list_filters(self) -> dict[str, str]:
         """The ListSigningJobs parameters every listing of this source carries."""
@@ -151,16 +157,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Single-source settings (used when the TOML file lists no sources)
-    source_name: str = DEFAULT_SOURCE_NAME
-    region: str | None = None
+    source_name: SourceName = DEFAULT_SOURCE_NAME
+    region: Region | None = None
     aws_profile: str | None = None
-    role_arn: str | None = None
+    role_arn: RoleArn | None = None
     external_id: SecretStr | None = None
-    endpoint_url: str | None = None
+    endpoint_url: EndpointUrl | None = None
     platform_id: str | None = None
     requested_by: str | None = None
     job_invoker: str | None = None
-    requests_per_second: float = Field(default=20.0, gt=0, le=10_000)
+    requests_per_second: RequestsPerSecond = 20.0
 
     sources: tuple[SourceConfig, ...] = ()
 

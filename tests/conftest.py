@@ -173,11 +173,15 @@ def assert_matches_truth(
     for job in listed:
         row = rows.get(job.job_id)
         if row is None:
-            problems.append(f"{job.job_id}: missing ({job.status}, expires {job.signature_expires_at})")
+            problems.append(
+                f"{job.job_id}: missing ({job.status}, expires {job.signature_expires_at})"
+            )
             continue
         for name in LIST_FIELDS:
             if row[name] != getattr(job, name):
-                problems.append(f"{job.job_id}.{name}: warehouse {row[name]!r} != API {getattr(job, name)!r}")
+                problems.append(
+                    f"{job.job_id}.{name}: warehouse {row[name]!r} != API {getattr(job, name)!r}"
+                )
         if row["region"] != world.region:
             problems.append(f"{job.job_id}.region: {row['region']!r}")
         if row["raw"] != world.list_item(job):

@@ -18,7 +18,9 @@ from tests.conftest import Warehouse, assert_matches_truth, make_sync, warehouse
 
 def _count(wh: Warehouse, table: object, *where: object) -> int:
     with wh.engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(table).where(*where)).scalar_one())  # type: ignore[arg-type]
+        return int(
+            connection.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+        )  # type: ignore[arg-type]
 
 
 def test_backfill_of_10000_jobs_equals_the_api_field_by_field(
@@ -99,7 +101,9 @@ def test_jobs_aged_out_are_marked_removed_never_deleted(
     assert all(rows[job_id]["removed_from_api_at"] is not None for job_id in gone)
     assert sum(1 for row in rows.values() if row["removed_from_api_at"] is not None) == len(gone)
     assert_matches_truth(warehouse.engine, world)
-    assert _count(warehouse, signing_job_events, signing_job_events.c.kind == "removed_from_api") == len(gone)
+    assert _count(
+        warehouse, signing_job_events, signing_job_events.c.kind == "removed_from_api"
+    ) == len(gone)
     # a third backfill finds nothing new to mark
     assert make_sync(warehouse, emulator).backfill().stats.removed == 0
 
@@ -111,7 +115,9 @@ def test_raw_items_with_odd_values_are_kept_or_quarantined(
     world.seed_organisation(100)
     world.add_raw_item({"status": "Succeeded", "profileName": "no-id"})
     world.add_raw_item({"jobId": "odd-1", "status": "Quarantined", "createdAt": "not a time"})
-    world.add_raw_item({"jobId": "odd-2", "status": "Succeeded", "createdAt": 1e30, "isRevoked": "yes"})
+    world.add_raw_item(
+        {"jobId": "odd-2", "status": "Succeeded", "createdAt": 1e30, "isRevoked": "yes"}
+    )
 
     report = make_sync(warehouse, emulator).backfill()
 
