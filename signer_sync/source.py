@@ -282,7 +282,7 @@ def _session_for(source: SourceConfig) -> boto3.Session:
             raise ConfigError(
                 f"source {source.name!r}: no AWS credentials to assume {role_arn}"
             ) from None
-        expiry = creds["Expiration"]
+        expiry: Any = creds["Expiration"]
         if isinstance(expiry, datetime):
             expiry = expiry.astimezone(UTC).isoformat()
         return {
