@@ -294,49 +294,67 @@ class SourceSync:
                 except queue.Full:
                     continue
 
-        def page_through(listing: Listing) -> None:
-            try:
-                for jobs in self.api.list_jobs(listing.filters, stop=_Either(self.stop, abort)):
-                    deliver((listing.name, jobs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
-                deliver(exc)
-            finally:
-                deliver(None)
+        todo: queue.SimpleQueue[Listing] = queue.SimpleQueue()
+        for listing in listings:
+            todo.put(listing)
+
+        def pager() -> None:
+            # Daemon threads, never joined: a request hanging in flight cannot hold up
+            # the end of a run; after ``abort`` a pager only finishes its current call.
+            while not abort.is_set():
+                try:
+                    listing = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    stop = _Either(self.stop, abort)
+                    for jobs in self.api.list_jobs(listing.filters, stop=stop):
+                        deliver((listing.name, jobs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
+                    deliver(exc)
+                finally:
+                    deliver(None)
 
         batch: list[SigningJob] = []
         rejections: list[Rejection] = []
         pending = len(listings)
         failure: BaseException | None = None
         workers = max(1, min(self.settings.concurrency, len(listings)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"pager-{self.source.name}") as pool:
-            for listing in listings:
-                pool.submit(page_through, listing)
-            try:
-                while pending:
-                    item = pages.get()
-                    if item is None:
-                        pending -= 1
-                        continue
-                    if isinstance(item, BaseException):
-                        failure = item
+        for number in range(workers):
+            name = f"pager-{self.source.name}-{number}"
+            threading.Thread(target=pager, name=name, daemon=True).start()
+        try:
+            while pending:
+                try:
+                    item = pages.get(timeout=0.2)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        failure = Interrupted("stopped while a page was in flight")
                         break
-                    _, jobs = item
-                    report.figures.pages += 1
-                    for raw in jobs:
-                        mapped = map_list_item(raw, region=self.api.region, source=self.source.name)
-                        if isinstance(mapped, Rejection):
-                            rejections.append(mapped)
-                            continue
-                        batch.append(mapped)
-                        if mapped.values.get("status") == "InProgress":
-                            outcome.listed_in_progress.add(mapped.job_id)
-                    if len(batch) >= self.settings.batch_size:
-                        self._flush(writer, batch, rejections, report, outcome, record_seen)
-                        batch, rejections = [], []
-                    if self.progress is not None:
-                        self.progress(report.figures.pages, outcome.jobs + len(batch))
-            finally:
-                abort.set()  # pagers still running stop at their next page
+                    continue
+                if item is None:
+                    pending -= 1
+                    continue
+                if isinstance(item, BaseException):
+                    failure = item
+                    break
+                _, jobs = item
+                report.figures.pages += 1
+                for raw in jobs:
+                    mapped = map_list_item(raw, region=self.api.region, source=self.source.name)
+                    if isinstance(mapped, Rejection):
+                        rejections.append(mapped)
+                        continue
+                    batch.append(mapped)
+                    if mapped.values.get("status") == "InProgress":
+                        outcome.listed_in_progress.add(mapped.job_id)
+                if len(batch) >= self.settings.batch_size:
+                    self._flush(writer, batch, rejections, report, outcome, record_seen)
+                    batch, rejections = [], []
+                if self.progress is not None:
+                    self.progress(report.figures.pages, outcome.jobs + len(batch))
+        finally:
+            abort.set()  # pagers still running stop at their next page
         # Whatever was fetched is committed, also when the run was interrupted or failed.
         self._flush(writer, batch, rejections, report, outcome, record_seen)
         if failure is not None:
