@@ -7,7 +7,7 @@ plus its profile's validity period. A job signed in ``[since, until]`` with a va
 per validity in use, widened by a margin, overlapping bands merged.
 
 How AWS turns MONTHS or YEARS into an instant is not documented, so a nominal period
-is a range (28-31 days a month, 365-366 a year), never one calendar rule; a range
+is a range (28-31 days a month, 360-366 a year), never one calendar rule; a range
 learned from jobs already seen is widened by :data:`CALENDAR_SLACK` for the same reason.
 """
 
@@ -22,6 +22,9 @@ DAY = timedelta(days=1)
 #: How far one signing's MONTHS/YEARS period may stray from another's of the same profile
 #: under any calendar rule (month lengths differ by up to three days).
 CALENDAR_SLACK = timedelta(days=3)
+#: Whether the API's expiry bounds are inclusive is not documented: every band reaches one
+#: second further on both sides than the margin asks, so neither reading loses a job.
+EDGE = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,7 +65,7 @@ def nominal_range(value: int | None, unit: str | None) -> ValidityRange | None:
         case "MONTHS":
             return ValidityRange(value * 28 * DAY, value * 31 * DAY)
         case "YEARS":
-            return ValidityRange(value * 365 * DAY, value * 366 * DAY)
+            return ValidityRange(value * 360 * DAY, value * 366 * DAY)
         case _:
             return None
 
@@ -106,7 +109,8 @@ def plan_bands(
     """
     if until < since:
         raise ValueError("until must not be before since")
-    bands = sorted(ExpiryBand(since + r.low - margin, until + r.high + margin) for r in set(ranges))
+    pad = margin + EDGE
+    bands = sorted(ExpiryBand(since + r.low - pad, until + r.high + pad) for r in set(ranges))
     merged: list[ExpiryBand] = []
     for band in bands:
         if merged and band.expires_after <= merged[-1].expires_before:

@@ -577,8 +577,9 @@ class World:
 
         Six profiles (validity 7 DAYS, 30 DAYS, 6 then 1 YEARS in two versions, 3 YEARS,
         135 MONTHS, plus a canceled one), three platforms, a handful of requesters
-        including two other invoking accounts. About 90% Succeeded, 7% Failed, 3%
-        InProgress (all recent), 2% of Succeeded revoked. Creation times spread evenly
+        including two other invoking accounts. About 97% Succeeded, 3% Failed, 0.3%
+        InProgress (all from the last 15 minutes: signing takes seconds, so at any moment
+        few jobs are in flight), 2% of Succeeded revoked. Creation times spread evenly
         over the last ``years`` 365-day years, so with ``years > 2`` some jobs are already
         beyond the retention limit. Calling it again only adds jobs.
         """
@@ -602,11 +603,11 @@ class World:
             batch: list[Job] = []
             for _ in range(jobs):
                 roll = rng.random()
-                if roll < 0.03:
+                if roll < 0.003:
                     status = "InProgress"
                     created = now - timedelta(seconds=rng.uniform(0, 900))
                 else:
-                    status = "Failed" if roll < 0.10 else "Succeeded"
+                    status = "Failed" if roll < 0.03 else "Succeeded"
                     created = now - span * rng.random()
                 name = rng.choices(names, cum_weights=cum)[0]
                 if name == "legacy_lambda" and created >= cancel_at:
@@ -685,7 +686,7 @@ class World:
             made: list[Job] = []
             for _ in range(n):
                 roll = rng.random()
-                status = "InProgress" if roll < 0.03 else "Failed" if roll < 0.10 else "Succeeded"
+                status = "InProgress" if roll < 0.03 else "Failed" if roll < 0.06 else "Succeeded"
                 created = start + (now - start) * rng.random()
                 made.append(
                     self._make_job(
