@@ -4,6 +4,7 @@ some band, bands are merged, margins respected."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import assume, given
@@ -66,7 +67,7 @@ def test_bands_are_sorted_disjoint_and_respect_margins(
     bands = plan_bands(start, until, ranges, timedelta(seconds=margin))
     pad = timedelta(seconds=margin) + EDGE
     assert 1 <= len(bands) <= len(set(ranges))
-    for left, right in zip(bands, bands[1:], strict=False):
+    for left, right in pairwise(bands):
         assert left.expires_before < right.expires_after  # merged: no overlap, no touch
     for band in bands:
         assert band.expires_after < band.expires_before
