@@ -164,7 +164,10 @@ def source_lock(engine: Engine, source: str) -> Iterator[bool]:
     """
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
-            key = _lock_key(source)
+            # Advisory locks are per database: the key includes the schema, so that two
+            # warehouses in one database do not block each other.
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+            key = _lock_key(f"{schema}/{source}")
             got = connection.execute(
                 text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": key}
             ).scalar_one()
