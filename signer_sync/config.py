@@ -146,6 +146,7 @@ class Settings(BaseSettings):
 
     # Throughput
     concurrency: int = Field(default=4, ge=1, le=64)
+    backfill_partitions: bool = True
     batch_size: int = Field(default=1000, ge=1, le=50_000)
 
     # Daemon

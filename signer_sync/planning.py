@@ -157,3 +157,64 @@ def ranges_from_json(data: Any) -> dict[str, ValidityRange]:
         ):
             ranges[str(key)] = ValidityRange(timedelta(seconds=pair[0]), timedelta(seconds=pair[1]))
     return ranges
+
+
+# -- partitions of a complete listing -----------------------------------------------------
+
+#: A window narrower than this is never split further.
+MIN_WINDOW = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, order=True)
+class ExpiryWindow:
+    """A part of the expiry axis that one listing reads; ``None`` ends are open.
+
+    ``low``/``high`` are the concrete ends used to bisect an open window; the filters
+    reach :data:`EDGE` past each closed end so that windows which share an edge overlap
+    whatever the API does at its bounds (the writer drops the duplicates).
+    """
+
+    after: datetime | None
+    before: datetime | None
+    low: datetime
+    high: datetime
+
+    def filters(self) -> dict[str, Any]:
+        filters: dict[str, Any] = {}
+        if self.after is not None:
+            filters["signatureExpiresAfter"] = self.after - EDGE
+        if self.before is not None:
+            filters["signatureExpiresBefore"] = self.before + EDGE
+        return filters
+
+    def halves(self) -> tuple[ExpiryWindow, ExpiryWindow] | None:
+        """Two windows whose union is this one, or None when it is too narrow to split."""
+        low = self.after if self.after is not None else self.low
+        high = self.before if self.before is not None else self.high
+        if high - low < 2 * MIN_WINDOW:
+            return None
+        middle = low + (high - low) / 2
+        return (
+            ExpiryWindow(self.after, middle, self.low, middle),
+            ExpiryWindow(middle, self.before, middle, self.high),
+        )
+
+    def holds(self, instant: datetime) -> bool:
+        """Whether a job expiring at ``instant`` is read by this window (edges included)."""
+        return (self.after is None or instant >= self.after) and (
+            self.before is None or instant <= self.before
+        )
+
+
+def partition_expiry(
+    edges: Iterable[datetime], low: datetime, high: datetime
+) -> list[ExpiryWindow]:
+    """Windows that cover the whole expiry axis, cut at ``edges``; the first and the last are
+    open, so a job expiring before ``low`` or after ``high`` is still read."""
+    cuts = sorted({edge for edge in edges if low < edge < high})
+    bounds: list[datetime | None] = [None, *cuts, None]
+    concrete = [low, *cuts, high]
+    return [
+        ExpiryWindow(bounds[i], bounds[i + 1], concrete[i], concrete[i + 1])
+        for i in range(len(bounds) - 1)
+    ]

@@ -14,7 +14,8 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,14 @@ _RAW_OPERATIONS = ("ListSigningJobs", "DescribeSigningJob", "ListSigningProfiles
 
 class MalformedResponse(SignerSyncError):
     """A 2xx answer whose body is not the JSON object the operation promises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One ListSigningJobs page: the raw items, and whether a nextToken followed."""
+
+    jobs: list[Any]
+    more: bool
 
 
 class Interrupted(SignerSyncError):
@@ -193,8 +202,8 @@ class SignerApi:
 
     def list_jobs(
         self, filters: Mapping[str, Any], *, stop: threading.Event | None = None
-    ) -> Iterator[list[Any]]:
-        """Yield the raw ``jobs`` of every page of one listing.
+    ) -> Generator[Page, None, None]:
+        """Yield every page of one listing: its raw ``jobs`` and whether more follow.
 
         A nextToken refused mid-listing (ValidationException) restarts the listing from the
         first page instead of skipping the rest; items may then be yielded twice.
@@ -220,9 +229,10 @@ class SignerApi:
             jobs = body.get("jobs", [])
             if not isinstance(jobs, list):
                 raise MalformedResponse("ListSigningJobs: 'jobs' is not a list")
-            yield jobs
             next_token = body.get("nextToken")
-            if not isinstance(next_token, str) or not next_token:
+            more = isinstance(next_token, str) and bool(next_token)
+            yield Page(jobs, more)
+            if not more:
                 return
             token = next_token
 

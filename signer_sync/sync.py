@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,8 +23,10 @@ from signer_sync.config import Settings, SourceConfig
 from signer_sync.errors import SignerSyncError, SourceBusy, SyncFailed
 from signer_sync.planning import (
     ExpiryBand,
+    ExpiryWindow,
     ValidityRange,
     nominal_range,
+    partition_expiry,
     plan_bands,
     profile_key,
     validity_ranges,
@@ -37,7 +39,7 @@ from signer_sync.records import (
     map_list_item,
     map_profile,
 )
-from signer_sync.source import Interrupted, SignerApi
+from signer_sync.source import Interrupted, Page, SignerApi
 from signer_sync.warehouse.state import (
     RunFigures,
     Watermark,
@@ -51,9 +53,11 @@ from signer_sync.warehouse.state import (
 from signer_sync.warehouse.writer import (
     JobWriter,
     WriteStats,
+    expiry_edges,
     in_progress_job_ids,
     merge_ranges,
     revoked_without_details,
+    statuses_without_expiry,
     utcnow,
 )
 
@@ -63,12 +67,33 @@ log = logging.getLogger(__name__)
 DESCRIBE_LIMIT = 20_000
 
 
+#: A window listing still on its first pages may be split in two for idle pagers.
+SPLIT_WITHIN_PAGES = 8
+#: Bounds of the expiry axis for bisection: the API forgets jobs after two years, and no
+#: validity exceeds 135 months. Windows at both ends stay open, so nothing relies on them.
+_OLDEST_EXPIRY = timedelta(days=800)
+_LATEST_EXPIRY = timedelta(days=135 * 31 + 60)
+_COVERED_STATUSES = ("InProgress", "Failed")
+
+
 @dataclass(frozen=True)
 class Listing:
-    """One ListSigningJobs listing of a run: a name for logs and its filters."""
+    """One ListSigningJobs listing of a run: a name for logs, its filters, and the expiry
+    window it reads, if any (such a listing can be split in two while it runs)."""
 
     name: str
     filters: dict[str, Any]
+    window: ExpiryWindow | None = None
+
+    @classmethod
+    def of_window(cls, name: str, window: ExpiryWindow) -> Listing:
+        return cls(name, window.filters(), window)
+
+    def halves(self) -> list[Listing]:
+        split = self.window.halves() if self.window is not None else None
+        if split is None:
+            return []
+        return [Listing.of_window(f"{self.name}/{i}", half) for i, half in enumerate(split, 1)]
 
 
 @dataclass
@@ -210,9 +235,9 @@ class SourceSync:
         writer.clear_seen()
         in_progress_before = in_progress_job_ids(self.engine, self.source.name)
         self._sync_profiles(writer)
-        listings = [Listing("all jobs", {})]
+        listings, covered = self._backfill_listings(now)
         outcome = self._read(writer, listings, report, record_seen=True)
-        report.stats.removed = writer.mark_removed()
+        report.stats.removed = writer.mark_removed(covered_statuses=covered)
         self._follow_up(writer, in_progress_before, outcome, report)
         ranges = merge_ranges(dict(watermark.ranges), outcome.observed)
         return Watermark(at=now, ranges=ranges, runs=watermark.runs + 1, last_kind="backfill")
@@ -232,6 +257,24 @@ class SourceSync:
             at=now, ranges=ranges_after, runs=watermark.runs + 1, last_kind="incremental"
         )
 
+    def _backfill_listings(self, now: datetime) -> tuple[list[Listing], tuple[str, ...] | None]:
+        """A complete listing: serial, or disjoint expiry windows (cut at the quantiles of
+        what the warehouse holds, bisected while pagers are idle) plus one listing per
+        status that has no expiry. Returns the listings and, when partitioned, the statuses
+        listed by status (what reconciliation may judge besides jobs with an expiry)."""
+        if self.settings.concurrency == 1 or not self.settings.backfill_partitions:
+            return [Listing("all jobs", {})], None
+        edges = expiry_edges(self.engine, self.source.name, 4 * self.settings.concurrency)
+        windows = partition_expiry(edges, now - _OLDEST_EXPIRY, now + _LATEST_EXPIRY)
+        listings = [
+            Listing.of_window(f"expiry window {i + 1}", window) for i, window in enumerate(windows)
+        ]
+        statuses = sorted(
+            set(_COVERED_STATUSES) | set(statuses_without_expiry(self.engine, self.source.name))
+        )
+        listings += [Listing(f"status {status}", {"status": status}) for status in statuses]
+        return listings, tuple(statuses)
+
     def plan(
         self, watermark: Watermark, now: datetime, ranges: Iterable[ValidityRange]
     ) -> list[Listing]:
@@ -239,7 +282,12 @@ class SourceSync:
         assert watermark.at is not None
         bands: list[ExpiryBand] = plan_bands(watermark.at, now, ranges, self.settings.expiry_margin)
         listings = [
-            Listing(f"expiry band {i + 1}/{len(bands)}", band.filters())
+            Listing.of_window(
+                f"expiry band {i + 1}/{len(bands)}",
+                ExpiryWindow(
+                    band.expires_after, band.expires_before, band.expires_after, band.expires_before
+                ),
+            )
             for i, band in enumerate(bands)
         ]
         listings.append(Listing("in progress", {"status": "InProgress"}))
@@ -278,15 +326,26 @@ class SourceSync:
         *,
         record_seen: bool,
     ) -> _ReadOutcome:
-        """Page every listing concurrently and write the jobs in batches."""
+        """Page every listing concurrently and write the jobs in batches.
+
+        Pagers run on daemon threads and hand pages to this thread through a bounded queue,
+        so fetching and writing overlap and memory stays flat. While some pager is idle, a
+        window listing on its first pages is abandoned for its two halves (bisection); the
+        pages it already read are written, and read again by a half, harmlessly.
+        """
         outcome = _ReadOutcome()
         report.listings = len(listings)
-        pages: queue.Queue[tuple[str, list[Any]] | BaseException | None] = queue.Queue(
-            maxsize=self.settings.concurrency * 4
-        )
+        workers = self.settings.concurrency
+        pages: queue.Queue[tuple[str, Page] | BaseException] = queue.Queue(maxsize=workers * 4)
+        todo: queue.Queue[Listing] = queue.Queue()
+        for listing in listings:
+            todo.put(listing)
         abort = threading.Event()
+        stop = _Either(self.stop, abort)
+        lock = threading.Lock()
+        state = {"outstanding": len(listings), "busy": 0}
 
-        def deliver(item: tuple[str, list[Any]] | BaseException | None) -> None:
+        def deliver(item: tuple[str, Page] | BaseException) -> None:
             while not abort.is_set():
                 try:
                     pages.put(item, timeout=0.1)
@@ -294,53 +353,74 @@ class SourceSync:
                 except queue.Full:
                     continue
 
-        todo: queue.SimpleQueue[Listing] = queue.SimpleQueue()
-        for listing in listings:
-            todo.put(listing)
+        def starving() -> bool:
+            with lock:
+                return todo.empty() and state["busy"] < workers
+
+        def read(listing: Listing) -> None:
+            iterator = self.api.list_jobs(listing.filters, stop=stop)
+            try:
+                for number, page in enumerate(iterator, 1):
+                    deliver((listing.name, page))
+                    if page.more and number <= SPLIT_WITHIN_PAGES and starving():
+                        halves = listing.halves()
+                        if halves:
+                            with lock:
+                                state["outstanding"] += len(halves)
+                                report.listings += len(halves)
+                            for half in halves:
+                                todo.put(half)
+                            return
+            finally:
+                iterator.close()
 
         def pager() -> None:
             # Daemon threads, never joined: a request hanging in flight cannot hold up
             # the end of a run; after ``abort`` a pager only finishes its current call.
             while not abort.is_set():
                 try:
-                    listing = todo.get_nowait()
+                    listing = todo.get(timeout=0.05)
                 except queue.Empty:
-                    return
+                    with lock:
+                        if state["outstanding"] == 0:
+                            return
+                    continue
+                with lock:
+                    state["busy"] += 1
                 try:
-                    stop = _Either(self.stop, abort)
-                    for jobs in self.api.list_jobs(listing.filters, stop=stop):
-                        deliver((listing.name, jobs))
+                    read(listing)
                 except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
                     deliver(exc)
                 finally:
-                    deliver(None)
+                    with lock:
+                        state["busy"] -= 1
+                        state["outstanding"] -= 1
 
-        batch: list[SigningJob] = []
-        rejections: list[Rejection] = []
-        pending = len(listings)
-        failure: BaseException | None = None
-        workers = max(1, min(self.settings.concurrency, len(listings)))
         for number in range(workers):
             name = f"pager-{self.source.name}-{number}"
             threading.Thread(target=pager, name=name, daemon=True).start()
+
+        batch: list[SigningJob] = []
+        rejections: list[Rejection] = []
+        failure: BaseException | None = None
         try:
-            while pending:
+            while True:
                 try:
-                    item = pages.get(timeout=0.2)
+                    item = pages.get(timeout=0.1)
                 except queue.Empty:
                     if self.stop.is_set():
                         failure = Interrupted("stopped while a page was in flight")
                         break
-                    continue
-                if item is None:
-                    pending -= 1
+                    with lock:
+                        if state["outstanding"] == 0 and pages.empty():
+                            break
                     continue
                 if isinstance(item, BaseException):
                     failure = item
                     break
-                _, jobs = item
+                _, page = item
                 report.figures.pages += 1
-                for raw in jobs:
+                for raw in page.jobs:
                     mapped = map_list_item(raw, region=self.api.region, source=self.source.name)
                     if isinstance(mapped, Rejection):
                         rejections.append(mapped)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     or_,
     select,
     text,
@@ -396,9 +397,13 @@ class JobWriter:
         with self.engine.begin() as connection:
             connection.execute(delete(listing_seen).where(listing_seen.c.run_id <= self.run_id))
 
-    def mark_removed(self) -> int:
+    def mark_removed(self, covered_statuses: Sequence[str] | None = None) -> int:
         """Set ``removed_from_api_at`` on this source's rows the complete listing no longer
-        returned, with an event each; rows are never deleted. Returns how many."""
+        returned, with an event each; rows are never deleted. Returns how many.
+
+        ``covered_statuses``: the listing was partitioned (expiry windows plus these
+        statuses), so only rows it could have returned are judged: rows with an expiry, or
+        with one of these statuses. Others are left as they are."""
         now = self.clock()
         listed = exists().where(
             and_(
@@ -413,6 +418,16 @@ class JobWriter:
                         signing_jobs.c.source == self.source,
                         signing_jobs.c.removed_from_api_at.is_(None),
                         ~listed,
+                        *(
+                            ()
+                            if covered_statuses is None
+                            else (
+                                or_(
+                                    signing_jobs.c.signature_expires_at.is_not(None),
+                                    signing_jobs.c.status.in_(list(covered_statuses)),
+                                ),
+                            )
+                        ),
                     )
                 )
             ]
@@ -521,6 +536,42 @@ def revoked_without_details(engine: Engine, source: str, limit: int) -> list[str
                 .limit(limit)
             ).scalars()
         )
+
+
+def expiry_edges(engine: Engine, source: str, parts: int) -> list[datetime]:
+    """Cut points that split this source's known expiries into ``parts`` equal counts."""
+    ordered = (
+        select(
+            signing_jobs.c.signature_expires_at.label("expires"),
+            func.ntile(parts).over(order_by=signing_jobs.c.signature_expires_at).label("part"),
+        )
+        .where(
+            signing_jobs.c.source == source,
+            signing_jobs.c.signature_expires_at.is_not(None),
+        )
+        .subquery()
+    )
+    query = select(func.min(ordered.c.expires)).group_by(ordered.c.part)
+    with engine.connect() as connection:
+        return sorted(edge for edge in connection.execute(query).scalars() if edge is not None)[1:]
+
+
+def statuses_without_expiry(engine: Engine, source: str) -> list[str]:
+    """Statuses this source's jobs have had without an expiry (beyond the usual two)."""
+    with engine.connect() as connection:
+        return [
+            status
+            for status in connection.execute(
+                select(signing_jobs.c.status)
+                .where(
+                    signing_jobs.c.source == source,
+                    signing_jobs.c.signature_expires_at.is_(None),
+                    signing_jobs.c.status.is_not(None),
+                    signing_jobs.c.status.not_in(["InProgress", "Failed"]),
+                )
+                .distinct()
+            ).scalars()
+        ]
 
 
 def merge_ranges(
