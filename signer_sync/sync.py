@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 DESCRIBE_LIMIT = 20_000
 
 
-#: A window listing still on its first pages may be split in two for idle pagers.
-SPLIT_WITHIN_PAGES = 8
+#: A window listing may be split in two for idle pagers after this many pages (each split
+#: reads those pages again, so early).
+SPLIT_WITHIN_PAGES = 1
 #: Bounds of the expiry axis for bisection: the API forgets jobs after two years, and no
 #: validity exceeds 135 months. Windows at both ends stay open, so nothing relies on them.
 _OLDEST_EXPIRY = timedelta(days=800)
