@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     # Incremental planning
     expiry_margin: Duration = timedelta(hours=1)
     failed_every: int = Field(default=1, ge=1, le=10_000)
+    revoked_every: int = Field(default=1, ge=1, le=10_000)
 
     # Throughput
     concurrency: int = Field(default=4, ge=1, le=64)

@@ -294,7 +294,8 @@ class SourceSync:
         listings.append(Listing("in progress", {"status": "InProgress"}))
         if (watermark.runs + 1) % self.settings.failed_every == 0:
             listings.append(Listing("failed", {"status": "Failed"}))
-        listings.append(Listing("revoked", {"isRevoked": True}))
+        if (watermark.runs + 1) % self.settings.revoked_every == 0:
+            listings.append(Listing("revoked", {"isRevoked": True}))
         return listings
 
     # -- steps ---------------------------------------------------------------------------

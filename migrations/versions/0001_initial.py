@@ -179,6 +179,13 @@ def upgrade() -> None:
             batch_op.f("ix_signing_jobs_source_status"), ["source", "status"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_signing_jobs_status"), ["status"], unique=False)
+        batch_op.create_index(
+            "ix_signing_jobs_revocation_pending",
+            ["source"],
+            unique=False,
+            postgresql_where=sa.text("is_revoked AND revoked_at IS NULL"),
+            sqlite_where=sa.text("is_revoked AND revoked_at IS NULL"),
+        )
 
     op.create_table(
         "signing_profiles",
@@ -287,6 +294,7 @@ def downgrade() -> None:
 
     op.drop_table("signing_profiles")
     with op.batch_alter_table("signing_jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_signing_jobs_revocation_pending")
         batch_op.drop_index(batch_op.f("ix_signing_jobs_status"))
         batch_op.drop_index(batch_op.f("ix_signing_jobs_source_status"))
         batch_op.drop_index(batch_op.f("ix_signing_jobs_signature_expires_at"))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
@@ -101,6 +102,13 @@ signing_jobs = Table(
     Index(None, "profile_name", "created_at"),
     Index(None, "status"),
     Index(None, "source", "status"),
+    # Revoked jobs whose revocation record is still to be fetched: small, read every run.
+    Index(
+        "ix_signing_jobs_revocation_pending",
+        "source",
+        postgresql_where=text("is_revoked AND revoked_at IS NULL"),
+        sqlite_where=text("is_revoked AND revoked_at IS NULL"),
+    ),
 )
 
 signing_profiles = Table(
