@@ -47,10 +47,19 @@ DETAIL_COLUMNS: tuple[str, ...] = (
 )
 
 # Bounds that keep a value storable in every supported database.
-_MIN_EPOCH = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
-_MAX_EPOCH = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+_MIN_EPOCH = _MIN_TIME.timestamp()
+_MAX_EPOCH = _MAX_TIME.timestamp()
 MAX_TEXT = 4096
+#: UTF-8 bytes of a text value that goes into a btree index (job id, status, profile name
+#: and version, profile version ARN): PostgreSQL refuses an index entry larger than a third
+#: of a page (2704 bytes), and random unicode does not compress.
+MAX_INDEXED_BYTES = 1024
 MAX_RAW_BYTES = 256 * 1024
+#: Items nested deeper than this are quarantined (Signer items nest four levels); deeper
+#: JSON would exhaust the recursion of the JSON encoders on the way to the database.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +94,12 @@ def parse_timestamp(value: Any) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return _in_range(value if value.tzinfo else value.replace(tzinfo=UTC))
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a JSON integer no float can hold
+            return None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -99,10 +111,7 @@ def parse_timestamp(value: Any) -> datetime | None:
                 return None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            try:
-                return parsed.astimezone(UTC)
-            except (OverflowError, ValueError):
-                return None
+            return _in_range(parsed)
     else:
         return None
     if not math.isfinite(seconds) or not _MIN_EPOCH <= seconds <= _MAX_EPOCH:
@@ -110,14 +119,81 @@ def parse_timestamp(value: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _text(value: Any) -> str | None:
-    """A string column: strings kept (NULs dropped, length capped), scalars stringified."""
+def _in_range(moment: datetime) -> datetime | None:
+    """An aware datetime in UTC if it lies in 1970..9999 (as epoch seconds must), else None."""
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment if _MIN_TIME <= moment <= _MAX_TIME else None
+
+
+def _text(value: Any, max_bytes: int | None = None) -> str | None:
+    """A string column: strings kept (NULs dropped, lone surrogates replaced, length capped,
+    to ``max_bytes`` of UTF-8 for indexed columns), scalars stringified."""
     if value is None or isinstance(value, dict | list):
         return None
     text = value if isinstance(value, str) else json.dumps(value)
     text = text.replace("\x00", "")
     text = text.encode("utf-8", "replace").decode("utf-8")
-    return text[:MAX_TEXT]
+    text = text[:MAX_TEXT]
+    if max_bytes is not None:
+        encoded = text.encode("utf-8")
+        if len(encoded) > max_bytes:
+            text = encoded[:max_bytes].decode("utf-8", "ignore")
+    return text
+
+
+def _job_id_problem(job_id: Any) -> str | None:
+    """Why ``job_id`` cannot be a primary key, or None when it can."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        return "missing or empty jobId"
+    if len(job_id) > 256 or "\x00" in job_id or not _encodable(job_id):
+        return "jobId longer than 256 characters or not text"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    """False for strings with lone surrogates, which no database driver can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when objects or arrays nest deeper than ``limit`` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: list[Any] = list(node.values())
+        elif isinstance(node, list | tuple):
+            children = list(node)
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _quarantined(item: Any) -> Any:
+    """A rejected item as ``rejected_records`` keeps it: cleaned, or - when it is too big
+    or too deep to store as JSON - the start of its JSON text, cut so that the payload
+    stays under MAX_RAW_BYTES even with every character escaped once more."""
+    if not _too_deep(item):
+        payload = clean_json(item)
+        text = json.dumps(payload)
+        if len(text) <= MAX_RAW_BYTES:
+            return payload
+    else:
+        try:  # NUL and lone surrogates come out as \u escapes, so the text is storable
+            text = json.dumps(item)
+        except (RecursionError, ValueError):
+            text = f"(nested deeper than {MAX_DEPTH} levels)"
+    return {"truncated": text[: MAX_RAW_BYTES // 2]}
 
 
 def _bool(value: Any) -> bool | None:
@@ -154,21 +230,23 @@ def clean_json(value: Any) -> Any:
 def map_list_item(item: Any, *, region: str | None, source: str) -> SigningJob | Rejection:
     """Map one ListSigningJobs item. Only a missing or unusable ``jobId`` rejects it."""
     if not isinstance(item, Mapping):
-        return Rejection("item is not a JSON object", clean_json(item))
-    raw = clean_json(item)
+        return Rejection("item is not a JSON object", _quarantined(item))
     job_id = item.get("jobId")
-    if not isinstance(job_id, str) or not job_id.strip():
-        return Rejection("missing or empty jobId", raw)
-    if len(job_id) > 256 or "\x00" in job_id:
-        return Rejection("jobId longer than 256 characters or not text", raw)
+    problem = _job_id_problem(job_id)
+    if problem is not None:
+        return Rejection(problem, _quarantined(item))
+    assert isinstance(job_id, str)  # checked by _job_id_problem
+    if _too_deep(item):
+        return Rejection(f"item nested deeper than {MAX_DEPTH} levels", _quarantined(item))
+    raw = clean_json(item)
     if len(json.dumps(raw)) > MAX_RAW_BYTES:
-        return Rejection(f"item larger than {MAX_RAW_BYTES} bytes", _truncated(raw))
+        return Rejection(f"item larger than {MAX_RAW_BYTES} bytes", _quarantined(raw))
     values: dict[str, Any] = {
-        "status": _text(item.get("status")),
+        "status": _text(item.get("status"), MAX_INDEXED_BYTES),
         "is_revoked": _bool(item.get("isRevoked")),
         "created_at": parse_timestamp(item.get("createdAt")),
         "signature_expires_at": parse_timestamp(item.get("signatureExpiresAt")),
-        "profile_name": _text(item.get("profileName")),
+        "profile_name": _text(item.get("profileName"), MAX_INDEXED_BYTES),
         "profile_version": _text(item.get("profileVersion")),
         "platform_id": _text(item.get("platformId")),
         "platform_display_name": _text(item.get("platformDisplayName")),
@@ -191,10 +269,12 @@ def map_describe_item(item: Any) -> SigningJob | Rejection:
     """Map a DescribeSigningJob response to the detail columns (and the list columns it
     also carries, so a describe alone brings a job up to date)."""
     if not isinstance(item, Mapping):
-        return Rejection("DescribeSigningJob answer is not a JSON object", clean_json(item))
+        return Rejection("DescribeSigningJob answer is not a JSON object", _quarantined(item))
     job_id = item.get("jobId")
-    if not isinstance(job_id, str) or not job_id.strip():
-        return Rejection("DescribeSigningJob answer without jobId", clean_json(item))
+    problem = _job_id_problem(job_id)
+    if problem is not None:
+        return Rejection(f"DescribeSigningJob answer: {problem}", _quarantined(item))
+    assert isinstance(job_id, str)  # checked by _job_id_problem
     values: dict[str, Any] = {
         "requested_by": _text(item.get("requestedBy")),
         "completed_at": parse_timestamp(item.get("completedAt")),
@@ -203,7 +283,7 @@ def map_describe_item(item: Any) -> SigningJob | Rejection:
         "revoked_by": _text(_path(item, "revocationRecord", "revokedBy")),
         "revocation_reason": _text(_path(item, "revocationRecord", "reason")),
     }
-    status = _text(item.get("status"))
+    status = _text(item.get("status"), MAX_INDEXED_BYTES)
     if status is not None:
         values["status"] = status
     if isinstance(item.get("revocationRecord"), Mapping):
@@ -217,15 +297,20 @@ def map_describe_item(item: Any) -> SigningJob | Rejection:
 def map_profile(item: Any) -> SigningProfile | Rejection:
     """Map one ListSigningProfiles item."""
     if not isinstance(item, Mapping):
-        return Rejection("profile is not a JSON object", clean_json(item))
+        return Rejection("profile is not a JSON object", _quarantined(item))
+    if _too_deep(item):
+        return Rejection(f"profile nested deeper than {MAX_DEPTH} levels", _quarantined(item))
     raw = clean_json(item)
-    arn = item.get("profileVersionArn")
-    name = _text(item.get("profileName"))
-    version = _text(item.get("profileVersion"))
-    if not isinstance(arn, str) or not arn:
+    if len(json.dumps(raw)) > MAX_RAW_BYTES:
+        return Rejection(f"profile larger than {MAX_RAW_BYTES} bytes", _quarantined(raw))
+    given_arn = item.get("profileVersionArn")
+    arn = _text(given_arn, MAX_INDEXED_BYTES) if isinstance(given_arn, str) else None
+    name = _text(item.get("profileName"), MAX_INDEXED_BYTES)
+    version = _text(item.get("profileVersion"), MAX_INDEXED_BYTES)
+    if not arn:
         if name is None:
             return Rejection("profile without profileName", raw)
-        arn = f"{name}/{version or ''}"
+        arn = _text(f"{name}/{version or ''}", MAX_INDEXED_BYTES) or "/"
     validity = item.get("signatureValidityPeriod")
     value = _path(item, "signatureValidityPeriod", "value")
     tags = item.get("tags")
@@ -244,9 +329,4 @@ def map_profile(item: Any) -> SigningProfile | Rejection:
         "tags": clean_json(tags) if isinstance(tags, Mapping) else None,
         "raw": raw,
     }
-    return SigningProfile(profile_version_arn=arn[:MAX_TEXT], values=values)
-
-
-def _truncated(raw: Any) -> Any:
-    text = json.dumps(raw)
-    return {"truncated": text[:MAX_RAW_BYTES]}
+    return SigningProfile(profile_version_arn=arn, values=values)
