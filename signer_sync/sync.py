@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: At most this many jobs are looked up with DescribeSigningJob in one run.
 DESCRIBE_LIMIT = 20_000
+#: Revoked jobs without a revocation record looked up again per run.
+HEAL_LIMIT = 200
 
 
 #: A window listing may be split in two for idle pagers after this many pages (each split
@@ -472,7 +474,9 @@ class SourceSync:
         """DescribeSigningJob for jobs that left InProgress and for new revocations, to fill
         ``completed_at``, ``status_reason`` and the revocation record."""
         wanted = (in_progress_before - outcome.listed_in_progress) | outcome.newly_revoked
-        wanted |= set(revoked_without_details(self.engine, self.source.name, DESCRIBE_LIMIT))
+        # Heal a few revoked jobs whose record an earlier run could not fetch; a bounded
+        # number, so an implementation that never returns one cannot make runs grow.
+        wanted |= set(revoked_without_details(self.engine, self.source.name, HEAL_LIMIT))
         job_ids = sorted(wanted)[:DESCRIBE_LIMIT]
         if not job_ids:
             return

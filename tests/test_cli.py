@@ -106,3 +106,25 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert (tmp_path / "signer-sync.db").exists()
     assert "SELECT" in result.stdout and "signing_jobs_expiring" in result.stdout
     assert "backfill succeeded" in result.stdout
+
+
+def test_database_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    env = {"SIGNER_SYNC_DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    assert run("migrate", env=env).returncode == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "w.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    result = run("sync", env=env)
+    assert result.returncode == 2
+    assert "newer version" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_config_file_exits_2_naming_the_key_and_writes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "signer-sync.toml"
+    config.write_text('[[sources]]\nname = "prod"\nregion = "us-east-1"\nmax_rps = 3\n')
+    env = {"SIGNER_SYNC_DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    result = run("--config", str(config), "sync", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sources[0].max_rps" in result.stderr and "unknown setting" in result.stderr
+    assert not (tmp_path / "w.db").exists()
