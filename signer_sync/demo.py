@@ -22,11 +22,11 @@ from signer_sync.warehouse.db import describe_target, make_engine, migrate
 #: Three questions people ask, in SQL that runs unchanged on PostgreSQL and SQLite.
 QUESTIONS: dict[str, str] = {
     "Which signatures expire next (not revoked)?": """
-SELECT profile_name, job_id, signature_expires_at, days_left
+SELECT profile_name, substr(job_id, 1, 8) AS job, signature_expires_at, days_left
 FROM signing_jobs_expiring
 LIMIT 5""",
-    "What was revoked, when, by whom and why?": """
-SELECT job_id, profile_name, revoked_at, revoked_by, revocation_reason
+    "What was revoked, when, and why?": """
+SELECT substr(job_id, 1, 8) AS job, profile_name, revoked_at, revocation_reason
 FROM signing_jobs
 WHERE is_revoked
 ORDER BY revoked_at DESC
@@ -40,6 +40,8 @@ ORDER BY profile_name, status""",
 
 
 def run_demo(settings: Settings, *, jobs: int, seed: int, console: Console) -> None:
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=120)  # whole tables in logs and pipes
     world = World(seed)
     world.seed_organisation(jobs)
     with EmulatorServer(world) as server:
@@ -50,7 +52,9 @@ def run_demo(settings: Settings, *, jobs: int, seed: int, console: Console) -> N
         engine = make_engine(settings)
         migrate(engine, settings)
         console.print(f"[bold]2.[/] warehouse migrated: {describe_target(settings)}")
-        source = SourceConfig(name="demo", region=world.region, endpoint_url=server.url)
+        source = SourceConfig(
+            name="demo", region=world.region, endpoint_url=server.url, requests_per_second=1000
+        )
         session = boto3.Session(
             aws_access_key_id="demo",
             aws_secret_access_key="demo",  # noqa: S106 - the emulator ignores credentials
