@@ -172,7 +172,7 @@ class SignerApi:
             return
         try:
             body = json.loads(response_dict["body"] or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested beyond the parser
             body = None
         if not isinstance(body, dict):
             with self._counter_lock:
