@@ -264,3 +264,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# -- the daemon and its status (appended: issue 4) ---------------------------------------
+
+
+@app.command("run")
+def run_command(ctx: typer.Context, source: SourceOption = None) -> None:
+    """Run as a daemon: an incremental sync of each source every interval (one at start),
+    a backfill on the cron schedule, /metrics and /healthz on SIGNER_SYNC_HTTP_ADDR.
+
+    Failures are retried with back-off; SIGTERM or SIGINT stops within ten seconds."""
+    from signer_sync.daemon import run_daemon
+
+    settings = ctx.obj.settings()
+    code = run_daemon(settings, settings.select_sources(source))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    source: SourceOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
+    ] = False,
+) -> None:
+    """Per source: last run, watermark, lag and rows; warehouse totals.
+
+    Exits 1 when a source has no successful run within three intervals (or never synced)."""
+    import json
+
+    from signer_sync.status import collect_status, render_text
+
+    settings = ctx.obj.settings()
+    sources = settings.select_sources(source)
+    engine = open_warehouse(settings, pool=False)
+    try:
+        report = collect_status(engine, settings, sources)
+    finally:
+        engine.dispose()
+    if json_output:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        render_text(report, out)
+    if not report.healthy:
+        raise typer.Exit(1)
