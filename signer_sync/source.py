@@ -24,6 +24,7 @@ import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.parsers import ResponseParserError
 
 from signer_sync.config import Settings, SourceConfig
 from signer_sync.errors import ConfigError, SignerSyncError
@@ -46,6 +47,12 @@ class Page:
 
     jobs: list[Any]
     more: bool
+
+
+class AssumeRoleFailed(SignerSyncError):
+    """The source's role could not be assumed: STS refused, or could not be reached."""
+
+    hint = "check the role's trust policy, the source's external_id and the STS endpoint"
 
 
 class Interrupted(SignerSyncError):
@@ -291,6 +298,14 @@ def _session_for(source: SourceConfig) -> boto3.Session:
         except NoCredentialsError:
             raise ConfigError(
                 f"source {source.name!r}: no AWS credentials to assume {role_arn}"
+            ) from None
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+            # One line, and never the external id (botocore does not echo it; be sure).
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if external_id:
+                reason = reason.replace(external_id, "***")
+            raise AssumeRoleFailed(
+                f"source {source.name!r}: cannot assume {role_arn}: {reason}"
             ) from None
         expiry: Any = creds["Expiration"]
         if isinstance(expiry, datetime):
