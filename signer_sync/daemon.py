@@ -221,8 +221,13 @@ class Daemon:
         except SourceBusy:
             self._busy(name)
         except Exception as exc:  # noqa: BLE001 - every failure is logged and retried
-            calls = _delta(api.calls, calls_before) if api is not None else {}
-            errors = _delta(api.errors, errors_before) if api is not None else {}
+            failed = getattr(exc, "report", None)
+            if isinstance(failed, RunReport):  # the run started: its own figures and kind
+                kind = failed.kind
+                calls, errors = failed.figures.api_calls, failed.figures.api_errors
+            else:
+                calls = _delta(api.calls, calls_before) if api is not None else {}
+                errors = _delta(api.errors, errors_before) if api is not None else {}
             self._failed(name, kind, exc, time.monotonic() - started, calls, errors)
         else:
             self._finished(report)

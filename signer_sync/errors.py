@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SignerSyncError(Exception):
     """Base class: ``str(exc)`` is the message shown to the user; ``hint`` says what to do."""
@@ -35,9 +37,16 @@ class SchemaOutOfDate(SignerSyncError):
 
 
 class SyncFailed(SignerSyncError):
-    """A sync or backfill did not finish; the watermark was not moved."""
+    """A sync or backfill did not finish; the watermark was not moved.
+
+    ``report`` is the run's :class:`~signer_sync.sync.RunReport` when the run had started.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, report: Any = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
 
 
 class SourceBusy(SignerSyncError):

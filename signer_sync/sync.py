@@ -42,6 +42,7 @@ from signer_sync.records import (
 from signer_sync.source import Interrupted, Page, SignerApi
 from signer_sync.warehouse.state import (
     RunFigures,
+    SourceLock,
     Watermark,
     abandon_stale_runs,
     finish_run,
@@ -174,8 +175,8 @@ class SourceSync:
         return self._locked("backfill")
 
     def _locked(self, kind: str) -> RunReport:
-        with source_lock(self.engine, self.source.name) as acquired:
-            if not acquired:
+        with source_lock(self.engine, self.source.name) as lock:
+            if lock is None:
                 raise SourceBusy(
                     f"source {self.source.name!r} is being synced by another process; skipped"
                 )
@@ -183,21 +184,25 @@ class SourceSync:
             watermark = load_watermark(self.engine, self.source.name)
             if kind == "incremental" and watermark.at is None:
                 kind = "backfill"
-            return self._run(kind, watermark)
+            return self._run(kind, watermark, lock)
 
-    def _run(self, kind: str, watermark: Watermark) -> RunReport:
+    def _run(self, kind: str, watermark: Watermark, lock: SourceLock) -> RunReport:
         started = time.monotonic()
         now = self.clock()
         report = RunReport(self.source.name, kind)
-        api = self.api
-        calls_before, errors_before = dict(api.calls), dict(api.errors)
         report.run_id = start_run(self.engine, self.source.name, kind, now)
         writer = JobWriter(
             self.engine, source=self.source.name, run_id=report.run_id, clock=self.clock
         )
+        api: SignerApi | None = None
+        calls_before: dict[str, int] = {}
+        errors_before: dict[str, int] = {}
         try:
+            # Inside the try: a role that cannot be assumed is a recorded, failed run.
+            api = self.api
+            calls_before, errors_before = dict(api.calls), dict(api.errors)
             if kind == "backfill":
-                new_mark = self._backfill(writer, watermark, now, report)
+                new_mark = self._backfill(writer, watermark, now, report, lock)
             else:
                 new_mark = self._incremental(writer, watermark, now, report)
             report.outcome = "succeeded"
@@ -207,12 +212,15 @@ class SourceSync:
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then raised
             report.outcome = "failed"
             report.error = _one_line(exc, self.settings)
-        report.figures.api_calls = _delta(api.calls, calls_before)
-        report.figures.api_errors = _delta(api.errors, errors_before)
+        if api is not None:
+            report.figures.api_calls = _delta(api.calls, calls_before)
+            report.figures.api_errors = _delta(api.errors, errors_before)
         report.seconds = time.monotonic() - started
         if report.outcome == "succeeded":
-            # Only now, with every row committed, does the watermark move.
+            # Only now, with every row committed, does the watermark move, and only if no
+            # other process could have run this source meanwhile.
             try:
+                _still_held(lock)
                 save_watermark(self.engine, self.source.name, new_mark, report.run_id)
                 report.watermark = new_mark.at
             except Exception as exc:  # noqa: BLE001
@@ -227,19 +235,25 @@ class SourceSync:
                 _one_line(exc, self.settings),
             )
         if report.outcome == "failed":
-            raise SyncFailed(f"{self.source.name}: {kind} failed: {report.error}")
+            raise SyncFailed(f"{self.source.name}: {kind} failed: {report.error}", report=report)
         return report
 
     # -- the two kinds of run ------------------------------------------------------------
 
     def _backfill(
-        self, writer: JobWriter, watermark: Watermark, now: datetime, report: RunReport
+        self,
+        writer: JobWriter,
+        watermark: Watermark,
+        now: datetime,
+        report: RunReport,
+        lock: SourceLock,
     ) -> Watermark:
         writer.clear_seen()
         in_progress_before = in_progress_job_ids(self.engine, self.source.name)
         self._sync_profiles(writer)
         listings, covered = self._backfill_listings(now)
         outcome = self._read(writer, listings, report, record_seen=True)
+        _still_held(lock)  # what this run saw is only complete if nobody else ran meanwhile
         report.stats.removed = writer.mark_removed(covered_statuses=covered)
         self._follow_up(writer, in_progress_before, outcome, report)
         ranges = merge_ranges(dict(watermark.ranges), outcome.observed)
@@ -307,6 +321,8 @@ class SourceSync:
         profiles: list[SigningProfile] = []
         rejections: list[Rejection] = []
         for item in self.api.list_profiles():
+            if self.stop.is_set():
+                raise Interrupted("stopped while listing profiles")
             mapped = map_profile(item)
             (rejections if isinstance(mapped, Rejection) else profiles).append(mapped)  # type: ignore[arg-type]
         writer.write_profiles(profiles, self.api.region)
@@ -521,6 +537,14 @@ class _Either(threading.Event):
 
     def is_set(self) -> bool:
         return self._first.is_set() or self._second.is_set()
+
+
+def _still_held(lock: SourceLock) -> None:
+    if not lock.held():
+        raise SyncFailed(
+            "lost the source lock during the run (its database connection ended); "
+            "another process may have synced this source, so this run does not count"
+        )
 
 
 def _delta(now: Any, before: dict[str, int]) -> dict[str, int]:

@@ -477,10 +477,6 @@ def _same(column: str, stored: Any, expected: Any) -> bool:
     return bool(stored == expected) and type(stored) is type(expected)
 
 
-def _bare_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _empty_tables(wh: Warehouse) -> None:
     with wh.engine.begin() as connection:
         for table in (
@@ -554,7 +550,6 @@ def test_every_mapped_record_is_stored_exactly_or_quarantined(
     for row in stored_rejections:
         assert any(
             _same("payload", row["payload"], r.payload)
-            or (warehouse.kind == "sqlite" and _bare_number(r.payload))  # see the xfail below
             for r in rejections
             if r.reason == row["reason"]
         )
@@ -596,15 +591,6 @@ def test_the_hostile_examples_are_stored_on_postgresql(warehouse: Warehouse) -> 
     assert len(rows) + len(rejected) == len(items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SQLite: the JSON columns are declared JSON, which has NUMERIC affinity, so a "
-        "payload that is a bare JSON number (an item that is not an object) is stored as "
-        "REAL: 10**400 reads back as inf and big integers lose digits. Fix in the schema "
-        "and migration: on SQLite declare JSON columns with TEXT affinity"
-    ),
-)
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_bare_number_item_is_quarantined_exactly_on_sqlite(warehouse: Warehouse) -> None:
     items = [12345678901234567890123, 10**400]

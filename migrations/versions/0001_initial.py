@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column("operation", sa.Text(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column(
-            "payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+            "payload", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
         ),
         sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("rejected_id", name=op.f("pk_rejected_records")),
@@ -103,10 +103,10 @@ def upgrade() -> None:
             comment="first_seen, status_changed, revoked, removed_from_api, reappeared, changed",
         ),
         sa.Column(
-            "old_values", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+            "old_values", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
         ),
         sa.Column(
-            "new_values", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+            "new_values", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_signing_job_events")),
     )
@@ -152,7 +152,7 @@ def upgrade() -> None:
         sa.Column("revocation_reason", sa.Text(), nullable=True),
         sa.Column(
             "raw",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            sa.Text().with_variant(postgresql.JSONB(), "postgresql"),
             nullable=True,
             comment="the ListSigningJobs item as received",
         ),
@@ -199,8 +199,8 @@ def upgrade() -> None:
         sa.Column("validity_value", sa.Integer(), nullable=True),
         sa.Column("validity_type", sa.Text(), nullable=True),
         sa.Column("certificate_arn", sa.Text(), nullable=True),
-        sa.Column("tags", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
-        sa.Column("raw", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("tags", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("raw", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("source", sa.Text(), nullable=True),
         sa.Column("region", sa.Text(), nullable=True),
         sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=True),
@@ -231,13 +231,13 @@ def upgrade() -> None:
         ),
         sa.Column(
             "api_calls",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            sa.Text().with_variant(postgresql.JSONB(), "postgresql"),
             nullable=True,
             comment="HTTP requests by operation",
         ),
         sa.Column(
             "api_errors",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            sa.Text().with_variant(postgresql.JSONB(), "postgresql"),
             nullable=True,
             comment="error responses by code",
         ),
@@ -268,7 +268,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "state",
-            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            sa.Text().with_variant(postgresql.JSONB(), "postgresql"),
             nullable=True,
             comment="what the next run needs: learned validities, counters",
         ),

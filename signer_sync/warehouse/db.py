@@ -55,7 +55,10 @@ def make_engine(settings: Settings, *, pool: bool = True) -> Engine:
         "application_name": "signer-sync",
     }
     kwargs["pool_pre_ping"] = True
-    if not pool:
+    if pool:
+        # A run holds its lock connection and a writer; the daemon runs sources in parallel.
+        kwargs["pool_size"] = 2 * settings.max_parallel_sources + 2
+    else:
         kwargs["poolclass"] = NullPool
     return create_engine(url, **kwargs)
 

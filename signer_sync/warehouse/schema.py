@@ -8,11 +8,11 @@ Migration ``0001`` creates exactly these; ``tests/test_migrations.py`` proves th
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -51,8 +51,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-#: JSON everywhere, ``jsonb`` on PostgreSQL.
-JSONDocument: Any = JSON().with_variant(postgresql.JSONB(), "postgresql")
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as TEXT on SQLite: a column declared JSON there has NUMERIC affinity,
+    which would turn a document that is a bare number into a lossy REAL."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, allow_nan=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+#: JSON documents: ``jsonb`` on PostgreSQL, TEXT on SQLite; Python None is SQL NULL.
+JSONDocument: Any = JSONText().with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 #: Auto-incrementing keys: SQLite only auto-increments ``INTEGER PRIMARY KEY``.
 BigKey: Any = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -12,7 +12,7 @@ import fcntl
 import os
 import socket
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -155,33 +155,61 @@ def _lock_key(source: str) -> int:
     return zlib.crc32(source.encode("utf-8")) - 2**31
 
 
-@contextlib.contextmanager
-def source_lock(engine: Engine, source: str) -> Iterator[bool]:
-    """Hold the per-source lock for a run; yields False if another process holds it.
+class SourceLock:
+    """The per-source lock a run holds; ``held()`` says whether it still is."""
 
-    PostgreSQL: a session advisory lock on a dedicated connection. SQLite: ``flock`` on a
-    file beside the database (processes on one machine).
+    def __init__(self, check: Callable[[], bool] | None = None) -> None:
+        self._check = check
+
+    def held(self) -> bool:
+        if self._check is None:
+            return True
+        try:
+            return self._check()
+        except Exception:  # noqa: BLE001 - a dead lock connection means the lock is gone
+            return False
+
+
+@contextlib.contextmanager
+def source_lock(engine: Engine, source: str) -> Iterator[SourceLock | None]:
+    """Hold the per-source lock for a run; yields None if another process holds it.
+
+    PostgreSQL: a session advisory lock on a dedicated connection (if that connection dies
+    the lock is gone, which ``SourceLock.held`` detects). SQLite: ``flock`` on a file beside
+    the database (processes on one machine).
     """
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             # Advisory locks are per database: the key includes the schema, so that two
             # warehouses in one database do not block each other.
             schema = connection.execute(text("SELECT current_schema()")).scalar_one()
-            key = _lock_key(f"{schema}/{source}")
+            params = {"ns": _LOCK_NAMESPACE, "key": _lock_key(f"{schema}/{source}")}
             got = connection.execute(
-                text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": key}
+                text("SELECT pg_try_advisory_lock(:ns, :key)"), params
             ).scalar_one()
             connection.commit()
+            if not got:
+                yield None
+                return
+
+            def check() -> bool:
+                held = connection.execute(
+                    text(
+                        "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND pid = pg_backend_pid() AND classid::bigint = :ns "
+                        "AND objid::bigint = (CAST(:key AS bigint) & 4294967295) AND granted)"
+                    ),
+                    params,
+                ).scalar_one()
+                connection.commit()
+                return bool(held)
+
             try:
-                yield bool(got)
+                yield SourceLock(check)
             finally:
-                if got:
-                    with contextlib.suppress(Exception):
-                        connection.execute(
-                            text("SELECT pg_advisory_unlock(:ns, :key)"),
-                            {"ns": _LOCK_NAMESPACE, "key": key},
-                        )
-                        connection.commit()
+                with contextlib.suppress(Exception):
+                    connection.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), params)
+                    connection.commit()
         return
     database = engine.url.database or "signer-sync"
     path = Path(f"{database}.{source}.lock")
@@ -189,9 +217,9 @@ def source_lock(engine: Engine, source: str) -> Iterator[bool]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield SourceLock()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

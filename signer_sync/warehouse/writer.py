@@ -51,6 +51,7 @@ from signer_sync.warehouse.schema import (
     signing_job_events,
     signing_jobs,
     signing_profiles,
+    sync_runs,
 )
 
 _NEVER_COMPARED = frozenset({"job_id", "first_seen_at", "last_changed_at"})
@@ -393,9 +394,13 @@ class JobWriter:
     # -- reconciliation ------------------------------------------------------------------
 
     def clear_seen(self) -> None:
-        """Forget the ids earlier (crashed) backfills of this source recorded."""
+        """Forget the ids earlier (crashed) backfills of this source recorded; other
+        sources' backfills may be running and keep theirs."""
+        earlier = select(sync_runs.c.run_id).where(
+            sync_runs.c.source == self.source, sync_runs.c.run_id <= self.run_id
+        )
         with self.engine.begin() as connection:
-            connection.execute(delete(listing_seen).where(listing_seen.c.run_id <= self.run_id))
+            connection.execute(delete(listing_seen).where(listing_seen.c.run_id.in_(earlier)))
 
     def mark_removed(self, covered_statuses: Sequence[str] | None = None) -> int:
         """Set ``removed_from_api_at`` on this source's rows the complete listing no longer
