@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from signer_sync import __version__
 from signer_sync.config import Settings, load_settings
-from signer_sync.errors import SignerSyncError, SourceBusy, SyncFailed
+from signer_sync.errors import ConfigError, SignerSyncError, SourceBusy, SyncFailed
 from signer_sync.logs import (
     configure_logging,
     get_logger,
@@ -311,3 +311,43 @@ def status_command(
         render_text(report, out)
     if not report.healthy:
         raise typer.Exit(1)
+
+
+@app.command("grant-readonly")
+def grant_readonly_command(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="The PostgreSQL role to create or update.")],
+    login: Annotated[
+        bool,
+        typer.Option(
+            "--login",
+            help="Let the role log in: asks for its password (hidden), or reads it from "
+            "standard input when that is not a terminal.",
+        ),
+    ] = False,
+) -> None:
+    """Create or update a PostgreSQL role that can read the synced tables and views and
+    nothing else, for analysts and BI tools."""
+    from signer_sync.warehouse.grants import grant_readonly
+
+    settings = ctx.obj.settings()
+    if settings.is_sqlite:
+        raise ConfigError(
+            "grant-readonly: roles exist on PostgreSQL only; a SQLite warehouse is a file "
+            "(give readers a copy, or open it read-only)"
+        )
+    password: str | None = None
+    if login:
+        if sys.stdin.isatty():
+            password = typer.prompt(
+                f"password for {role}", hide_input=True, confirmation_prompt=True
+            )
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        register_secrets([password])
+    engine = open_warehouse(settings)
+    try:
+        readable = grant_readonly(engine, settings, role, password)
+    finally:
+        engine.dispose()
+    out.print(f"role {role} can read {len(readable)} tables and views: {', '.join(readable)}")

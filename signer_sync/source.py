@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 THROTTLE_CODES = frozenset(
     {"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded"}
 )
+#: Errors worth a further round of retries once botocore's attempts are spent.
+_TRANSIENT_CODES = THROTTLE_CODES | {"InternalServiceErrorException", "ServiceUnavailable"}
+_EXTRA_ROUNDS = 2
 _RAW_OPERATIONS = ("ListSigningJobs", "DescribeSigningJob", "ListSigningProfiles")
 
 
@@ -194,18 +197,30 @@ class SignerApi:
     # -- calls ---------------------------------------------------------------------------
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One request, retried beyond botocore's own attempts for a malformed body, and
+        for throttling or server errors that outlasted them (a long storm should slow a
+        run down, not fail it and make the next run read the same pages again)."""
         method = getattr(self.client, _snake(operation))
-        for attempt in range(1, self.malformed_attempts + 1):
+        malformed = rounds = 0
+        while True:
             try:
                 response = method(**params)
             except MalformedResponse:
-                if attempt == self.malformed_attempts:
+                malformed += 1
+                if malformed >= self.malformed_attempts:
                     raise
-                time.sleep(min(5.0, 0.05 * 2**attempt) * random.random())  # noqa: S311
+                _pause(malformed)
+                continue
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in _TRANSIENT_CODES or rounds >= _EXTRA_ROUNDS:
+                    raise
+                rounds += 1
+                log.warning("%s: %s after botocore's retries; trying again", operation, code)
+                _pause(rounds + 3)
                 continue
             body: dict[str, Any] = response.get("RawBody", {})
             return body
-        raise AssertionError("unreachable")
 
     def list_jobs(
         self, filters: Mapping[str, Any], *, stop: threading.Event | None = None
@@ -268,6 +283,10 @@ class SignerApi:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 return None
             raise
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(min(10.0, 0.05 * 2**attempt) * random.random())  # noqa: S311 - jitter
 
 
 def _snake(operation: str) -> str:

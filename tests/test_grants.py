@@ -323,3 +323,42 @@ def test_sqlite_and_a_bad_password_are_configuration_errors(
     for bad in ("", "nul\x00inside"):
         with pytest.raises(ConfigError, match="password"):
             grant_readonly(pg_warehouse.engine, pg_warehouse.settings, role, bad)
+
+
+def test_grant_readonly_command_reads_the_password_from_stdin(
+    pg_warehouse: Warehouse, role: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNER_SYNC_")}
+    env.update(pg_warehouse.env)
+    result = subprocess.run(
+        [sys.executable, "-m", "signer_sync", "grant-readonly", role, "--login"],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"role {role} can read" in result.stdout and "signing_jobs_expiring" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    _, engine = _as(pg_warehouse, role)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM signing_jobs")).scalar() == 0
+        _refused(engine, "INSERT INTO signing_jobs (job_id) VALUES ('x')")
+    finally:
+        engine.dispose()
+    sqlite = subprocess.run(
+        [sys.executable, "-m", "signer_sync", "grant-readonly", role],
+        env={**env, "SIGNER_SYNC_DATABASE_URL": "sqlite:///:memory:"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sqlite.returncode == 2 and "PostgreSQL only" in sqlite.stderr
