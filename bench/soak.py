@@ -64,6 +64,15 @@ def _connections(engine: object) -> int:
         )
 
 
+def _restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,6 +84,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--phase-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--restart-postgres",
+        action="store_true",
+        help="restart the local PostgreSQL cluster once per cycle of phases (disturbs every "
+        "other user of the server: run alone)",
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     world = World(seed=5)
@@ -106,10 +121,15 @@ def main() -> None:
         deadline = time.monotonic() + args.minutes * 60
         phase = 0
         changes = 0
+        restarts = 0
         while time.monotonic() < deadline:
             name, faults = FAULT_PHASES[phase % len(FAULT_PHASES)]
             server.faults = faults
             print(f"{time.strftime('%H:%M:%S')} phase: {name}", flush=True)
+            if args.restart_postgres and phase % len(FAULT_PHASES) == 0 and phase:
+                print(f"{time.strftime('%H:%M:%S')} restarting PostgreSQL", flush=True)
+                _restart_postgres()
+                restarts += 1
             phase_end = min(deadline, time.monotonic() + args.phase_seconds)
             while time.monotonic() < phase_end:
                 since = world.now - timedelta(seconds=2)
@@ -160,6 +180,7 @@ def main() -> None:
         print()
         print(f"duration           {args.minutes:.1f} min, {phase} fault phases")
         print(f"account changes    {changes} rounds (new jobs, completions, revocations)")
+        print(f"postgres restarts  {restarts}")
         print(f"runs               {sum(outcomes.values())} {outcomes}")
         print(f"failures recovered {recovered}")
         print(f"daemon RSS         {start_rss:.0f} MB at start, {end_rss:.0f} MB at end")
