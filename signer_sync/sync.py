@@ -349,8 +349,9 @@ class SourceSync:
         """Page every listing concurrently and write the jobs in batches.
 
         Pagers run on daemon threads and hand pages to this thread through a bounded queue,
-        so fetching and writing overlap and memory stays flat. While some pager is idle, a
-        window listing on its first pages is abandoned for its two halves (bisection); the
+        so fetching and writing overlap and memory stays flat. While there are fewer than
+        two listings per pager, a window listing is abandoned after its first page for its
+        two halves (bisection); the
         pages it already read are written, and read again by a half, harmlessly.
         """
         outcome = _ReadOutcome()
@@ -363,7 +364,7 @@ class SourceSync:
         abort = threading.Event()
         stop = _Either(self.stop, abort)
         lock = threading.Lock()
-        state = {"outstanding": len(listings), "busy": 0}
+        state = {"outstanding": len(listings)}
 
         def deliver(item: tuple[str, Page] | BaseException) -> None:
             while not abort.is_set():
@@ -373,16 +374,17 @@ class SourceSync:
                 except queue.Full:
                     continue
 
-        def starving() -> bool:
+        def wants_more() -> bool:
+            # Enough listings to keep every pager busy until the end, whatever the timing.
             with lock:
-                return todo.empty() and state["busy"] < workers
+                return state["outstanding"] < 2 * workers
 
         def read(listing: Listing) -> None:
             iterator = self.api.list_jobs(listing.filters, stop=stop)
             try:
                 for number, page in enumerate(iterator, 1):
                     deliver((listing.name, page))
-                    if page.more and number <= SPLIT_WITHIN_PAGES and starving():
+                    if page.more and number <= SPLIT_WITHIN_PAGES and wants_more():
                         halves = listing.halves()
                         if halves:
                             with lock:
@@ -405,15 +407,12 @@ class SourceSync:
                         if state["outstanding"] == 0:
                             return
                     continue
-                with lock:
-                    state["busy"] += 1
                 try:
                     read(listing)
                 except BaseException as exc:  # noqa: BLE001 - handed to the writer thread
                     deliver(exc)
                 finally:
                     with lock:
-                        state["busy"] -= 1
                         state["outstanding"] -= 1
 
         for number in range(workers):

@@ -14,7 +14,7 @@ from signer_sync.emulator.server import EmulatorServer
 from signer_sync.emulator.world import World
 from signer_sync.planning import MIN_WINDOW, ExpiryWindow, partition_expiry
 from signer_sync.source import SignerApi
-from tests.conftest import Warehouse, assert_matches_truth, make_sync, source_for
+from tests.conftest import Warehouse, assert_matches_truth, make_sync, source_for, warehouse_rows
 
 BASE = datetime(2026, 6, 1, tzinfo=UTC)
 offsets = st.integers(min_value=-1000 * 86400, max_value=5000 * 86400)
@@ -98,7 +98,12 @@ def test_backfill_bisects_from_no_knowledge_and_equals_the_truth(pg_warehouse: W
         server.reset_counters()
         again = make_sync(pg_warehouse, server, settings=settings).backfill()
         assert again.listings >= 4 * 8
-        assert (again.stats.inserted, again.stats.updated, again.stats.removed) == (0, 0, 0)
+        removed = [
+            (row["job_id"], row["status"], row["created_at"], row["signature_expires_at"])
+            for row in warehouse_rows(pg_warehouse.engine).values()
+            if row["removed_from_api_at"] is not None
+        ]
+        assert (again.stats.inserted, again.stats.updated, removed) == (0, 0, []), world.now
         plain_pages = -(-len(world.listed_jobs()) // 25)
         # Overhead of partitioning stays modest: one short last page per window, a few splits.
         assert server.calls["ListSigningJobs"] < plain_pages + again.listings + 10
