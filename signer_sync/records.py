@@ -69,6 +69,8 @@ class SigningJob:
     job_id: str
     values: Mapping[str, Any]
     """Column -> value for the columns this observation knows (list or detail columns)."""
+    raw_json: str | None = None
+    """``values["raw"]`` as JSON text, when mapping produced it: written as is, not again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +253,15 @@ def map_list_item(item: Any, *, region: str | None, source: str) -> SigningJob |
     if problem is not None:
         return Rejection(problem, _quarantined(item))
     assert isinstance(job_id, str)  # checked by _job_id_problem
-    if _too_deep(item):
-        return Rejection(f"item nested deeper than {MAX_DEPTH} levels", _quarantined(item))
-    raw = clean_json(item)
-    if len(json.dumps(raw)) > MAX_RAW_BYTES:
-        return Rejection(f"item larger than {MAX_RAW_BYTES} bytes", _quarantined(raw))
+    raw_json = _plain_json(item)
+    if raw_json is not None:  # the common case: one serialisation, no walk
+        raw: Any = item
+    else:
+        if _too_deep(item):
+            return Rejection(f"item nested deeper than {MAX_DEPTH} levels", _quarantined(item))
+        raw = clean_json(item)
+        if len(json.dumps(raw)) > MAX_RAW_BYTES:
+            return Rejection(f"item larger than {MAX_RAW_BYTES} bytes", _quarantined(raw))
     values: dict[str, Any] = {
         "status": _text(item.get("status"), MAX_INDEXED_BYTES),
         "is_revoked": _bool(item.get("isRevoked")),
@@ -277,7 +283,25 @@ def map_list_item(item: Any, *, region: str | None, source: str) -> SigningJob |
         "source": source,
         "raw": raw,
     }
-    return SigningJob(job_id=job_id, values=values)
+    return SigningJob(job_id=job_id, values=values, raw_json=raw_json)
+
+
+def _plain_json(item: Any) -> str | None:
+    """The item's JSON text when it needs no cleaning: no NUL, no lone surrogate, no NaN,
+    within the size limit, and with fewer brackets than MAX_DEPTH (so it cannot nest
+    deeper). None sends the item down the careful path."""
+    try:
+        text = json.dumps(item, allow_nan=False)  # ASCII: a surrogate shows as \udXXX
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if (
+        len(text) > MAX_RAW_BYTES
+        or "\\u0000" in text
+        or "\\ud" in text
+        or text.count("{") + text.count("[") > MAX_DEPTH
+    ):
+        return None
+    return text
 
 
 def map_describe_item(item: Any) -> SigningJob | Rejection:

@@ -59,6 +59,18 @@ _INSERT_COLUMNS = ("job_id", *LIST_COLUMNS, *DETAIL_COLUMNS, "first_seen_at", "l
 _EVENT_COLUMNS = ("job_id", "run_id", "observed_at", "kind", "old_values", "new_values")
 _JSON_COLUMNS = frozenset({"raw"})
 _LISTED_KEYS = frozenset(LIST_COLUMNS)
+_PLAIN_LISTED = tuple(name for name in LIST_COLUMNS if name != "raw")
+
+
+def _raw_for_copy(job: SigningJob) -> Any:
+    """The raw item for COPY: its JSON text from mapping when there is one (COPY's text
+    format hands it to jsonb as is), else serialised now."""
+    if job.raw_json is not None:
+        return job.raw_json
+    raw = job.values.get("raw")
+    return None if raw is None else Jsonb(raw)
+
+
 _INCOMING = Table("incoming_jobs", MetaData())  # a session's temporary staging table
 
 
@@ -163,6 +175,13 @@ class JobWriter:
                 candidates = latest
             changes: list[JobChange] = []
             for job_id, job in candidates.items():
+                if staged and job_id not in existing:
+                    # Inserted from the staging table in SQL, with its first_seen event.
+                    changes.append(JobChange(job_id, True, {}, "first_seen", None, {}))
+                    result.stats.inserted += 1
+                    if job.values.get("is_revoked") is True:
+                        result.newly_revoked.append(job_id)
+                    continue
                 change = plan_change(job_id, existing.get(job_id), job.values, now, listed=listed)
                 if change is None:
                     continue
@@ -207,18 +226,13 @@ class JobWriter:
             "CREATE TEMP TABLE IF NOT EXISTS incoming_jobs (LIKE signing_jobs) "
             "ON COMMIT DELETE ROWS"
         )
-        columns = ("job_id", *LIST_COLUMNS)
+        columns = ("job_id", *_PLAIN_LISTED, "raw")
         _copy(
             connection,
             _INCOMING,
             columns,
             (
-                tuple(
-                    job.job_id
-                    if name == "job_id"
-                    else (Jsonb(job.values[name]) if name in _JSON_COLUMNS else job.values[name])
-                    for name in columns
-                )
+                (job.job_id, *(job.values[name] for name in _PLAIN_LISTED), _raw_for_copy(job))
                 for job in latest.values()
             ),
         )
