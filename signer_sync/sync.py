@@ -11,8 +11,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -354,7 +354,7 @@ class SourceSync:
         two halves (bisection); the
         pages it already read are written, and read again by a half, harmlessly.
         """
-        outcome = _ReadOutcome()
+        outcome = _ReadOutcome(_Describer(self._describe, self.settings.concurrency))
         report.listings = len(listings)
         workers = self.settings.concurrency
         pages: queue.Queue[tuple[str, Page] | BaseException] = queue.Queue(maxsize=workers * 4)
@@ -455,8 +455,13 @@ class SourceSync:
         finally:
             abort.set()  # pagers still running stop at their next page
         # Whatever was fetched is committed, also when the run was interrupted or failed.
-        self._flush(writer, batch, rejections, report, outcome, record_seen)
+        try:
+            self._flush(writer, batch, rejections, report, outcome, record_seen)
+        except BaseException:
+            outcome.describer.close()
+            raise
         if failure is not None:
+            outcome.describer.close()
             raise failure
         return outcome
 
@@ -477,6 +482,8 @@ class SourceSync:
         report.stats.add(result.stats)
         outcome.jobs += len(batch)
         outcome.newly_revoked.update(result.newly_revoked)
+        # Fetch their revocation records while the listing goes on.
+        outcome.describer.submit(result.newly_revoked)
         merge_ranges(outcome.observed, result.observed)
 
     def _follow_up(
@@ -492,14 +499,11 @@ class SourceSync:
         # Heal a few revoked jobs whose record an earlier run could not fetch; a bounded
         # number, so an implementation that never returns one cannot make runs grow.
         wanted |= set(revoked_without_details(self.engine, self.source.name, HEAL_LIMIT))
-        job_ids = sorted(wanted)[:DESCRIBE_LIMIT]
-        if not job_ids:
-            return
+        outcome.describer.submit(sorted(wanted))
         found: list[SigningJob] = []
         rejections: list[Rejection] = []
-        workers = max(1, min(self.settings.concurrency, len(job_ids)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"describe-{self.source.name}") as pool:
-            for item in pool.map(self._describe, job_ids):
+        try:
+            for item in outcome.describer.results():
                 if item is None:
                     continue
                 mapped = map_describe_item(item)
@@ -507,6 +511,8 @@ class SourceSync:
                     rejections.append(mapped)
                 else:
                     found.append(mapped)
+        finally:
+            outcome.describer.close()
         for start in range(0, len(found), self.settings.batch_size):
             result = writer.write_jobs(found[start : start + self.settings.batch_size])
             report.stats.updated += result.stats.updated
@@ -519,8 +525,36 @@ class SourceSync:
         return self.api.describe_job(job_id)
 
 
+class _Describer:
+    """DescribeSigningJob look-ups on a small pool, started as soon as a job needs one,
+    at most DESCRIBE_LIMIT a run, each job once."""
+
+    def __init__(self, describe: Callable[[str], dict[str, Any] | None], workers: int) -> None:
+        self._describe = describe
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[str, Future[dict[str, Any] | None]] = {}
+
+    def submit(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            if job_id in self._futures or len(self._futures) >= DESCRIBE_LIMIT:
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="describe")
+            self._futures[job_id] = self._pool.submit(self._describe, job_id)
+
+    def results(self) -> Iterator[dict[str, Any] | None]:
+        for future in self._futures.values():
+            yield future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class _ReadOutcome:
+    describer: _Describer
     jobs: int = 0
     newly_revoked: set[str] = field(default_factory=set)
     listed_in_progress: set[str] = field(default_factory=set)
