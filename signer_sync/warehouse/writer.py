@@ -166,6 +166,9 @@ class JobWriter:
             staged = connection.dialect.name == "postgresql" and all(
                 job.values.keys() == _LISTED_KEYS for job in latest.values()
             )
+            if staged and self._insert_all_new(connection, latest, now, record_seen, result):
+                self._observe(latest, result)
+                return result
             if staged:
                 # Compare in the database: unchanged rows never travel back.
                 existing, new_ids = self._stage(connection, latest)
@@ -195,16 +198,7 @@ class JobWriter:
                 ):
                     result.newly_revoked.append(job_id)
             result.stats.unchanged = len(latest) - len(changes)
-            for job in latest.values():
-                values = job.values
-                if values.get("status") == "Succeeded":
-                    key = profile_key(values.get("profile_name"), values.get("profile_version"))
-                    observe(
-                        result.observed,
-                        key,
-                        values.get("created_at"),
-                        values.get("signature_expires_at"),
-                    )
+            self._observe(latest, result)
             if staged:
                 self._merge_staged(connection, changes, now, record_seen=record_seen)
             elif connection.dialect.name == "postgresql":
@@ -216,6 +210,82 @@ class JobWriter:
             if record_seen and not staged:
                 self._record_seen(connection, list(latest))
         return result
+
+    @staticmethod
+    def _observe(latest: Mapping[str, SigningJob], result: BatchResult) -> None:
+        """Learn validities from the batch's succeeded jobs (see planning.observe)."""
+        for job in latest.values():
+            values = job.values
+            if values.get("status") == "Succeeded":
+                key = profile_key(values.get("profile_name"), values.get("profile_version"))
+                observe(
+                    result.observed,
+                    key,
+                    values.get("created_at"),
+                    values.get("signature_expires_at"),
+                )
+
+    def _insert_all_new(
+        self,
+        connection: Connection,
+        latest: Mapping[str, SigningJob],
+        now: datetime,
+        record_seen: bool,
+        result: BatchResult,
+    ) -> bool:
+        """A batch of jobs the warehouse has never seen (a first backfill, mostly) goes in
+        with plain COPY, no staging; returns False, changing nothing, when any job exists."""
+        ids = list(latest)
+        known = connection.execute(
+            text("SELECT EXISTS (SELECT FROM signing_jobs WHERE job_id = ANY(:ids))").bindparams(
+                bindparam("ids", type_=postgresql.ARRAY(Text))
+            ),
+            {"ids": ids},
+        ).scalar_one()
+        if known:
+            return False
+        columns = ("job_id", *_PLAIN_LISTED, "raw", "first_seen_at", "last_changed_at")
+        try:
+            with connection.begin_nested():
+                _copy(
+                    connection,
+                    signing_jobs,
+                    columns,
+                    (
+                        (
+                            job.job_id,
+                            *(job.values[n] for n in _PLAIN_LISTED),
+                            _raw_for_copy(job),
+                            now,
+                            now,
+                        )
+                        for job in latest.values()
+                    ),
+                )
+        except IntegrityError:  # another writer inserted one meanwhile: compare instead
+            return False
+        _copy(
+            connection,
+            signing_job_events,
+            ("job_id", "run_id", "observed_at", "kind", "new_values"),
+            (
+                (
+                    job.job_id,
+                    self.run_id,
+                    now,
+                    "first_seen",
+                    Jsonb({name: to_json(job.values.get(name)) for name in FIRST_SEEN_FIELDS}),
+                )
+                for job in latest.values()
+            ),
+        )
+        if record_seen:
+            self._record_seen(connection, ids)
+        result.stats.inserted = result.stats.events = len(ids)
+        result.newly_revoked.extend(
+            job.job_id for job in latest.values() if job.values.get("is_revoked") is True
+        )
+        return True
 
     def _stage(
         self, connection: Connection, latest: Mapping[str, SigningJob]
