@@ -14,8 +14,8 @@ learned from jobs already seen is widened by :data:`CALENDAR_SLACK` for the same
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 DAY = timedelta(days=1)
@@ -25,41 +25,17 @@ CALENDAR_SLACK = timedelta(days=3)
 #: Whether the API's expiry bounds are inclusive is not documented: every band reaches one
 #: second further on both sides than the margin asks, so neither reading loses a job.
 EDGE = timedelta(seconds=1)
-#: A range learned over a whole year of signing dates already holds every month length;
-#: what remains is a leap day (checked for all three month rules of the emulator).
-LEARNED_SLACK = timedelta(days=1)
-YEAR_OF_OBSERVATIONS = timedelta(days=366)
 
 
 @dataclass(frozen=True, order=True)
 class ValidityRange:
-    """The shortest and longest time from signing (or creation) to expiry for some jobs,
-    and, for a learned range, the creation times of the first and last job it saw."""
+    """The shortest and longest time from signing (or creation) to expiry for some jobs."""
 
     low: timedelta
     high: timedelta
-    first_signed: datetime | None = field(default=None, compare=False)
-    last_signed: datetime | None = field(default=None, compare=False)
 
     def widened(self, slack: timedelta) -> ValidityRange:
         return ValidityRange(max(timedelta(0), self.low - slack), self.high + slack)
-
-    @property
-    def observed_over(self) -> timedelta:
-        """How long a stretch of signing dates the range was learned from."""
-        if self.first_signed is None or self.last_signed is None:
-            return timedelta(0)
-        return self.last_signed - self.first_signed
-
-    def merged(self, other: ValidityRange) -> ValidityRange:
-        firsts = [t for t in (self.first_signed, other.first_signed) if t is not None]
-        lasts = [t for t in (self.last_signed, other.last_signed) if t is not None]
-        return ValidityRange(
-            min(self.low, other.low),
-            max(self.high, other.high),
-            min(firsts) if firsts else None,
-            max(lasts) if lasts else None,
-        )
 
 
 @dataclass(frozen=True, order=True)
@@ -104,8 +80,7 @@ def validity_ranges(
 
     ``nominal`` and ``observed`` map a profile version key (``name/version``) to a range.
     A version that jobs have been seen for uses the observed range, widened by
-    :data:`CALENDAR_SLACK` (by :data:`LEARNED_SLACK` once learned over a year of signing
-    dates) unless its period is known to be in DAYS; a version known only
+    :data:`CALENDAR_SLACK` unless its period is known to be in DAYS; a version known only
     from ListSigningProfiles uses its nominal range. Both sources count, so a profile
     whose nominal period AWS interprets differently is still covered once seen.
     """
@@ -116,12 +91,8 @@ def validity_ranges(
         if seen is None:
             ranges.append(nominal[key])
             continue
-        if calendar_units.get(key) is False:  # exact days: no calendar at play
-            ranges.append(seen)
-        elif seen.observed_over >= YEAR_OF_OBSERVATIONS:
-            ranges.append(seen.widened(LEARNED_SLACK))
-        else:
-            ranges.append(seen.widened(CALENDAR_SLACK))
+        exact_days = calendar_units.get(key) is False
+        ranges.append(seen if exact_days else seen.widened(CALENDAR_SLACK))
     return ranges
 
 
@@ -159,43 +130,32 @@ def observe(
     """Fold one succeeded job's ``expires - created`` into the learned ranges (in place)."""
     if created is None or expires is None or expires <= created:
         return
-    seen = ValidityRange(expires - created, expires - created, created, created)
+    span = expires - created
     current = ranges.get(key)
-    ranges[key] = seen if current is None else current.merged(seen)
+    if current is None:
+        ranges[key] = ValidityRange(span, span)
+    elif not current.low <= span <= current.high:
+        ranges[key] = ValidityRange(min(current.low, span), max(current.high, span))
 
 
 def ranges_to_json(ranges: Mapping[str, ValidityRange]) -> dict[str, list[float]]:
-    """``[low, high]`` seconds, plus the first and last signing dates (epoch) if known."""
-    out: dict[str, list[float]] = {}
-    for key, r in sorted(ranges.items()):
-        pair = [r.low.total_seconds(), r.high.total_seconds()]
-        if r.first_signed is not None and r.last_signed is not None:
-            pair += [r.first_signed.timestamp(), r.last_signed.timestamp()]
-        out[key] = pair
-    return out
+    return {
+        key: [r.low.total_seconds(), r.high.total_seconds()] for key, r in sorted(ranges.items())
+    }
 
 
 def ranges_from_json(data: Any) -> dict[str, ValidityRange]:
     ranges: dict[str, ValidityRange] = {}
     if not isinstance(data, Mapping):
         return ranges
-    for key, values in data.items():
+    for key, pair in data.items():
         if (
-            not isinstance(values, list)
-            or len(values) not in (2, 4)
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-            or not 0 <= values[0] <= values[1]
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) for v in pair)
+            and 0 <= pair[0] <= pair[1]
         ):
-            continue
-        low, high = timedelta(seconds=values[0]), timedelta(seconds=values[1])
-        first = last = None
-        if len(values) == 4 and values[2] <= values[3]:
-            try:
-                first = datetime.fromtimestamp(values[2], tz=UTC)
-                last = datetime.fromtimestamp(values[3], tz=UTC)
-            except (OverflowError, OSError, ValueError):
-                first = last = None
-        ranges[str(key)] = ValidityRange(low, high, first, last)
+            ranges[str(key)] = ValidityRange(timedelta(seconds=pair[0]), timedelta(seconds=pair[1]))
     return ranges
 
 

@@ -14,7 +14,6 @@ from signer_sync.emulator.world import MONTH_RULES, signature_expiry
 from signer_sync.planning import (
     CALENDAR_SLACK,
     EDGE,
-    LEARNED_SLACK,
     ExpiryBand,
     ValidityRange,
     nominal_range,
@@ -167,37 +166,3 @@ def test_ranges_survive_json_and_junk_is_dropped() -> None:
     assert ranges_from_json(ranges_to_json(ranges)) == ranges
     assert ranges_from_json({"x": [2, 1], "y": "no", "z": [1]}) == {}
     assert ranges_from_json(None) == {}
-
-
-@given(
-    value=st.integers(1, 135),
-    unit=st.sampled_from(["MONTHS", "YEARS"]),
-    rule=st.sampled_from(MONTH_RULES),
-    start=st.integers(0, 3 * 365),
-    later=st.integers(0, 12 * 365 * 86400),
-)
-def test_a_range_learned_over_a_year_needs_only_a_day_of_slack(
-    value: int, unit: str, rule: str, start: int, later: int
-) -> None:
-    """Once signings over a whole year were seen, the learned range widened by one day
-    holds any other signing's validity, whatever the calendar rule."""
-    assume(unit == "MONTHS" or value <= 11)
-    seen: dict[str, ValidityRange] = {}
-    first = BASE + timedelta(days=start)
-    for day in range(0, 367, 2):
-        created = first + timedelta(days=day, hours=day % 24)
-        observe(seen, "p/1", created, signature_expiry(created, value, unit, rule))
-    (learned,) = validity_ranges({}, seen)
-    assert learned == seen["p/1"].widened(LEARNED_SLACK)
-    other = BASE + timedelta(seconds=later)
-    length = signature_expiry(other, value, unit, rule) - other
-    assert learned.low <= length <= learned.high
-
-
-def test_learned_signing_dates_survive_json() -> None:
-    seen: dict[str, ValidityRange] = {}
-    observe(seen, "p/1", BASE, BASE + timedelta(days=30))
-    observe(seen, "p/1", BASE + timedelta(days=400), BASE + timedelta(days=431))
-    back = ranges_from_json(ranges_to_json(seen))["p/1"]
-    assert (back.first_signed, back.last_signed) == (BASE, BASE + timedelta(days=400))
-    assert back.observed_over == timedelta(days=400)

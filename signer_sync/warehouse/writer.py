@@ -668,5 +668,9 @@ def merge_ranges(
 ) -> dict[str, ValidityRange]:
     for key, value in other.items():
         current = into.get(key)
-        into[key] = value if current is None else current.merged(value)
+        into[key] = (
+            value
+            if current is None
+            else ValidityRange(min(current.low, value.low), max(current.high, value.high))
+        )
     return into
