@@ -91,8 +91,17 @@ def validity_ranges(
         if seen is None:
             ranges.append(nominal[key])
             continue
-        exact_days = calendar_units.get(key) is False
-        ranges.append(seen if exact_days else seen.widened(CALENDAR_SLACK))
+        if calendar_units.get(key) is not False:
+            ranges.append(seen.widened(CALENDAR_SLACK))
+            continue
+        # Exact days: the learned low includes the quickest signing seen so far; a job
+        # signed quicker still expires no earlier than the nominal period says.
+        period = nominal.get(key)
+        ranges.append(
+            seen
+            if period is None
+            else ValidityRange(min(seen.low, period.low), max(seen.high, period.high))
+        )
     return ranges
 
 

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ from signer_sync.warehouse.state import (
     abandon_stale_runs,
     finish_run,
     load_watermark,
+    save_pending,
     save_watermark,
     source_lock,
     start_run,
@@ -158,6 +160,7 @@ class SourceSync:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.progress = progress
+        self._describer = _Describer(self._describe, settings.concurrency, self.stop)
 
     @property
     def api(self) -> SignerApi:
@@ -197,6 +200,7 @@ class SourceSync:
         api: SignerApi | None = None
         calls_before: dict[str, int] = {}
         errors_before: dict[str, int] = {}
+        self._describer = _Describer(self._describe, self.settings.concurrency, self.stop)
         try:
             # Inside the try: a role that cannot be assumed is a recorded, failed run.
             api = self.api
@@ -212,6 +216,8 @@ class SourceSync:
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then raised
             report.outcome = "failed"
             report.error = _one_line(exc, self.settings)
+        finally:
+            self._describer.close()
         if api is not None:
             report.figures.api_calls = _delta(api.calls, calls_before)
             report.figures.api_errors = _delta(api.errors, errors_before)
@@ -249,7 +255,7 @@ class SourceSync:
         lock: SourceLock,
     ) -> Watermark:
         writer.clear_seen()
-        in_progress_before = in_progress_job_ids(self.engine, self.source.name)
+        in_progress_before = self._remember_pending(watermark)
         self._sync_profiles(writer)
         listings, covered = self._backfill_listings(now)
         outcome = self._read(writer, listings, report, record_seen=True)
@@ -263,7 +269,7 @@ class SourceSync:
         self, writer: JobWriter, watermark: Watermark, now: datetime, report: RunReport
     ) -> Watermark:
         assert watermark.at is not None
-        in_progress_before = in_progress_job_ids(self.engine, self.source.name)
+        in_progress_before = self._remember_pending(watermark)
         nominal, calendar = self._sync_profiles(writer)
         ranges = validity_ranges(nominal, watermark.ranges, calendar_units=calendar)
         listings = self.plan(watermark, now, ranges)
@@ -273,6 +279,16 @@ class SourceSync:
         return Watermark(
             at=now, ranges=ranges_after, runs=watermark.runs + 1, last_kind="incremental"
         )
+
+    def _remember_pending(self, watermark: Watermark) -> set[str]:
+        """The jobs in progress now (and those an unfinished run left undescribed): each
+        that leaves InProgress during this run is described at its end."""
+        pending = in_progress_job_ids(self.engine, self.source.name) | set(watermark.pending)
+        if watermark.at is not None:
+            save_pending(
+                self.engine, self.source.name, replace(watermark, pending=tuple(sorted(pending)))
+            )
+        return pending
 
     def _backfill_listings(self, now: datetime) -> tuple[list[Listing], tuple[str, ...] | None]:
         """A complete listing: serial, or disjoint expiry windows (cut at the quantiles of
@@ -354,7 +370,7 @@ class SourceSync:
         two halves (bisection); the
         pages it already read are written, and read again by a half, harmlessly.
         """
-        outcome = _ReadOutcome(_Describer(self._describe, self.settings.concurrency))
+        outcome = _ReadOutcome()
         report.listings = len(listings)
         workers = self.settings.concurrency
         pages: queue.Queue[tuple[str, Page] | BaseException] = queue.Queue(maxsize=workers * 4)
@@ -455,13 +471,8 @@ class SourceSync:
         finally:
             abort.set()  # pagers still running stop at their next page
         # Whatever was fetched is committed, also when the run was interrupted or failed.
-        try:
-            self._flush(writer, batch, rejections, report, outcome, record_seen)
-        except BaseException:
-            outcome.describer.close()
-            raise
+        self._flush(writer, batch, rejections, report, outcome, record_seen)
         if failure is not None:
-            outcome.describer.close()
             raise failure
         return outcome
 
@@ -483,7 +494,7 @@ class SourceSync:
         outcome.jobs += len(batch)
         outcome.newly_revoked.update(result.newly_revoked)
         # Fetch their revocation records while the listing goes on.
-        outcome.describer.submit(result.newly_revoked)
+        self._describer.submit(result.newly_revoked)
         merge_ranges(outcome.observed, result.observed)
 
     def _follow_up(
@@ -499,20 +510,17 @@ class SourceSync:
         # Heal a few revoked jobs whose record an earlier run could not fetch; a bounded
         # number, so an implementation that never returns one cannot make runs grow.
         wanted |= set(revoked_without_details(self.engine, self.source.name, HEAL_LIMIT))
-        outcome.describer.submit(sorted(wanted))
+        self._describer.submit(sorted(wanted))
         found: list[SigningJob] = []
         rejections: list[Rejection] = []
-        try:
-            for item in outcome.describer.results():
-                if item is None:
-                    continue
-                mapped = map_describe_item(item)
-                if isinstance(mapped, Rejection):
-                    rejections.append(mapped)
-                else:
-                    found.append(mapped)
-        finally:
-            outcome.describer.close()
+        for item in self._describer.results():
+            if item is None:
+                continue
+            mapped = map_describe_item(item)
+            if isinstance(mapped, Rejection):
+                rejections.append(mapped)
+            else:
+                found.append(mapped)
         for start in range(0, len(found), self.settings.batch_size):
             result = writer.write_jobs(found[start : start + self.settings.batch_size])
             report.stats.updated += result.stats.updated
@@ -529,9 +537,15 @@ class _Describer:
     """DescribeSigningJob look-ups on a small pool, started as soon as a job needs one,
     at most DESCRIBE_LIMIT a run, each job once."""
 
-    def __init__(self, describe: Callable[[str], dict[str, Any] | None], workers: int) -> None:
+    def __init__(
+        self,
+        describe: Callable[[str], dict[str, Any] | None],
+        workers: int,
+        stop: threading.Event,
+    ) -> None:
         self._describe = describe
         self._workers = workers
+        self._stop = stop
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[str, Future[dict[str, Any] | None]] = {}
 
@@ -544,8 +558,15 @@ class _Describer:
             self._futures[job_id] = self._pool.submit(self._describe, job_id)
 
     def results(self) -> Iterator[dict[str, Any] | None]:
+        """Each answer in turn; a stop signal does not wait for requests in flight."""
         for future in self._futures.values():
-            yield future.result()
+            while True:
+                try:
+                    yield future.result(timeout=0.2)
+                    break
+                except FutureTimeout:
+                    if self._stop.is_set():
+                        raise Interrupted("stopped during DescribeSigningJob look-ups") from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -554,7 +575,6 @@ class _Describer:
 
 @dataclass
 class _ReadOutcome:
-    describer: _Describer
     jobs: int = 0
     newly_revoked: set[str] = field(default_factory=set)
     listed_in_progress: set[str] = field(default_factory=set)

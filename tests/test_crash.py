@@ -93,13 +93,16 @@ def test_sigkill_at_random_points_loses_nothing(pg_warehouse: Warehouse, command
                     world.revoke_job(job.job_id)
             before = _state(pg_warehouse)
             process = _spawn(command, pg_warehouse, server)
-            if rng.random() < 0.8:  # most kills land inside the run, a few before it
+            inside = rng.random() < 0.8  # most kills land inside the run, a few before it
+            if inside:
                 _wait_for_running_run(pg_warehouse)
                 time.sleep(rng.uniform(0, 0.8 if command == "sync" else 2.0))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
-            if process.returncode == -signal.SIGKILL:
+            stored = _state(pg_warehouse)
+            if inside and stored is not None and stored["run_id"] == before["run_id"]:
                 killed_mid_run += 1
+            # (counted above: killed inside the run, before it stored a watermark)
             # The watermark is never ahead of the data: if the killed run stored one, every
             # row that run was responsible for is already committed.
             after = _state(pg_warehouse)
@@ -111,7 +114,7 @@ def test_sigkill_at_random_points_loses_nothing(pg_warehouse: Warehouse, command
             assert report.outcome == "succeeded", trial
             assert_matches_truth(pg_warehouse.engine, world, "default")
             assert _duplicate_first_seen(pg_warehouse) == 0
-    assert killed_mid_run >= TRIALS // 2  # most kills really hit a running process
+    assert killed_mid_run >= TRIALS // 3  # kills really hit runs before they finished
     with pg_warehouse.engine.connect() as connection:
         outcomes = dict(
             connection.execute(

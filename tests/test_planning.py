@@ -143,7 +143,7 @@ def test_learned_range_plus_calendar_slack_holds_any_later_signing(
     assert learned.low <= length <= learned.high
 
 
-def test_observed_ranges_win_over_nominal_and_days_get_no_slack() -> None:
+def test_observed_ranges_widen_calendar_units_and_days_keep_their_nominal_floor() -> None:
     nominal = {
         "a/1": ValidityRange(timedelta(days=168), timedelta(days=186)),
         "b/1": nominal_range(7, "DAYS"),
@@ -157,7 +157,8 @@ def test_observed_ranges_win_over_nominal_and_days_get_no_slack() -> None:
             timedelta(days=182, seconds=10) - CALENDAR_SLACK,
             timedelta(days=182, seconds=10) + CALENDAR_SLACK,
         ),
-        ValidityRange(timedelta(days=7, seconds=3), timedelta(days=7, seconds=3)),
+        # a quicker signing than any seen still expires no earlier than 7 days after it
+        ValidityRange(timedelta(days=7), timedelta(days=7, seconds=3)),
     ]
 
 

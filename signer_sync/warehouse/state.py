@@ -39,12 +39,15 @@ class Watermark:
     runs: int = 0
     """Successful runs so far; drives the ``failed_every`` cadence."""
     last_kind: str | None = None
+    pending: tuple[str, ...] = ()
+    """Jobs that left InProgress in a run that did not finish: still to be described."""
 
     def to_state(self) -> dict[str, Any]:
         return {
             "ranges": ranges_to_json(self.ranges),
             "runs": self.runs,
             "last_kind": self.last_kind,
+            "pending_describe": list(self.pending),
         }
 
 
@@ -60,12 +63,27 @@ def load_watermark(engine: Engine, source: str) -> Watermark:
     state = row.state if isinstance(row.state, Mapping) else {}
     runs = state.get("runs")
     kind = state.get("last_kind")
+    pending = state.get("pending_describe")
     return Watermark(
         at=row.watermark,
         ranges=ranges_from_json(state.get("ranges")),
         runs=runs if isinstance(runs, int) else 0,
         last_kind=kind if isinstance(kind, str) else None,
+        pending=tuple(p for p in pending if isinstance(p, str))
+        if isinstance(pending, list)
+        else (),
     )
+
+
+def save_pending(engine: Engine, source: str, watermark: Watermark) -> None:
+    """Record, before a run changes anything, which jobs it will have to describe, so that
+    a run that dies half-way leaves them to the next one. The watermark is not touched."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(sync_state)
+            .where(sync_state.c.source == source, sync_state.c.stream == JOBS_STREAM)
+            .values(state=watermark.to_state())
+        )
 
 
 def save_watermark(engine: Engine, source: str, watermark: Watermark, run_id: int) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     Connection,
@@ -262,7 +263,7 @@ class JobWriter:
                         for job in latest.values()
                     ),
                 )
-        except IntegrityError:  # another writer inserted one meanwhile: compare instead
+        except (IntegrityError, psycopg.errors.IntegrityError):  # another writer was quicker
             return False
         _copy(
             connection,
@@ -380,7 +381,7 @@ class JobWriter:
                     _copy(
                         connection, signing_jobs, _INSERT_COLUMNS, (_insert_row(c) for c in inserts)
                     )
-            except IntegrityError:  # a row appeared meanwhile (another writer): upsert instead
+            except (IntegrityError, psycopg.errors.IntegrityError):  # another writer: upsert
                 updates = list(changes)
         if updates:
             self._upsert(connection, updates)
@@ -604,7 +605,9 @@ def in_progress_job_ids(engine: Engine, source: str) -> set[str]:
         return set(
             connection.execute(
                 select(signing_jobs.c.job_id).where(
-                    signing_jobs.c.source == source, signing_jobs.c.status == "InProgress"
+                    signing_jobs.c.source == source,
+                    signing_jobs.c.status == "InProgress",
+                    signing_jobs.c.removed_from_api_at.is_(None),
                 )
             ).scalars()
         )
