@@ -224,16 +224,21 @@ class SourceSync:
         report.seconds = time.monotonic() - started
         if report.outcome == "succeeded":
             # Only now, with every row committed, does the watermark move, and only if no
-            # other process could have run this source meanwhile.
+            # other process could have run this source meanwhile; the run's end is recorded
+            # in the same transaction, so the two never disagree.
             try:
                 _still_held(lock)
-                save_watermark(self.engine, self.source.name, new_mark, report.run_id)
+                with self.engine.begin() as connection:
+                    save_watermark(connection, self.source.name, new_mark, report.run_id)
+                    finish_run(connection, report.run_id, "succeeded", report.figures)
                 report.watermark = new_mark.at
+                return report
             except Exception as exc:  # noqa: BLE001
                 report.outcome = "failed"
                 report.error = _one_line(exc, self.settings)
         try:
-            finish_run(self.engine, report.run_id, report.outcome, report.figures, report.error)
+            with self.engine.begin() as connection:
+                finish_run(connection, report.run_id, report.outcome, report.figures, report.error)
         except Exception as exc:  # noqa: BLE001 - the database may be the thing that failed
             log.warning(
                 "could not record the end of run %s: %s",

@@ -165,8 +165,8 @@ def assert_matches_truth(
     *,
     details: tuple[str, ...] = REVOCATION_FIELDS,
 ) -> dict[str, dict[str, Any]]:
-    """Every job the API lists is in the warehouse, field by field, with its raw item;
-    every other row of the source is marked removed or was never listed."""
+    """Every job the API lists is in the warehouse, field by field, with its raw item and
+    (for revoked jobs) its revocation record, and none of them is marked removed."""
     rows = warehouse_rows(engine, source)
     listed = world.listed_jobs()
     problems: list[str] = []

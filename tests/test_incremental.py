@@ -8,10 +8,12 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from signer_sync.emulator.server import EmulatorServer
+from signer_sync.config import load_settings
+from signer_sync.emulator.server import EmulatorServer, Faults
 from signer_sync.emulator.world import World
+from signer_sync.errors import SyncFailed
 from signer_sync.warehouse.schema import signing_job_events, sync_runs, sync_state
 from tests.conftest import Warehouse, assert_matches_truth, make_sync, warehouse_rows
 
@@ -125,10 +127,33 @@ def test_watermark_only_moves_with_a_successful_run(
     world = emulator.world
     world.seed_organisation(200)
     make_sync(pg_warehouse, emulator).sync()
-    with pg_warehouse.engine.connect() as connection:
-        mark = connection.execute(select(sync_state.c.watermark)).scalar_one()
-        run = connection.execute(select(func.max(sync_runs.c.started_at))).scalar_one()
-    assert mark == run  # the watermark is the start of the last successful run
+
+    def mark() -> tuple[object, object]:
+        with pg_warehouse.engine.connect() as connection:
+            state = connection.execute(select(sync_state.c.watermark, sync_state.c.run_id)).one()
+            last = connection.execute(
+                select(sync_runs.c.run_id, sync_runs.c.started_at, sync_runs.c.outcome)
+                .order_by(sync_runs.c.run_id.desc())
+                .limit(1)
+            ).one()
+        return tuple(state), tuple(last)
+
+    (watermark, run_id), (last_id, started, outcome) = mark()
+    assert (watermark, run_id, outcome) == (started, last_id, "succeeded")
+    # A run that fails leaves the watermark where it was.
+    world.advance(timedelta(hours=1))
+    emulator.faults = Faults(error_rate=1.0)
+    failing = load_settings(environ=pg_warehouse.env, aws_max_attempts=1)
+    with pytest.raises(SyncFailed):
+        make_sync(pg_warehouse, emulator, settings=failing).sync()
+    (watermark_after, run_after), (failed_id, _, failed_outcome) = mark()
+    assert (watermark_after, run_after) == (watermark, run_id)
+    assert failed_id > last_id and failed_outcome == "failed"
+    # The next successful run moves it to its own start.
+    emulator.faults = Faults()
+    make_sync(pg_warehouse, emulator).sync()
+    (watermark_next, run_next), (next_id, next_started, _) = mark()
+    assert (watermark_next, run_next) == (next_started, next_id) and watermark_next > watermark
 
 
 def test_ten_thousand_jobs_and_fifty_new_cost_under_a_tenth_of_a_full_listing(

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 
 from signer_sync.planning import ValidityRange, ranges_from_json, ranges_to_json
 from signer_sync.warehouse.schema import sync_runs, sync_state
@@ -86,28 +86,24 @@ def save_pending(engine: Engine, source: str, watermark: Watermark) -> None:
         )
 
 
-def save_watermark(engine: Engine, source: str, watermark: Watermark, run_id: int) -> None:
+def save_watermark(connection: Connection, source: str, watermark: Watermark, run_id: int) -> None:
     """Store the watermark; call only after the run's rows are committed."""
-    now = utcnow()
-    with engine.begin() as connection:
-        statement = dialect_insert(connection, sync_state)
-        values = {
-            "source": source,
-            "stream": JOBS_STREAM,
-            "watermark": watermark.at,
-            "state": watermark.to_state(),
-            "run_id": run_id,
-            "updated_at": now,
-        }
-        connection.execute(
-            statement.on_conflict_do_update(  # type: ignore[attr-defined]
-                index_elements=[sync_state.c.source, sync_state.c.stream],
-                set_={
-                    key: value for key, value in values.items() if key not in ("source", "stream")
-                },
-            ),
-            values,
-        )
+    statement = dialect_insert(connection, sync_state)
+    values = {
+        "source": source,
+        "stream": JOBS_STREAM,
+        "watermark": watermark.at,
+        "state": watermark.to_state(),
+        "run_id": run_id,
+        "updated_at": utcnow(),
+    }
+    connection.execute(
+        statement.on_conflict_do_update(  # type: ignore[attr-defined]
+            index_elements=[sync_state.c.source, sync_state.c.stream],
+            set_={key: value for key, value in values.items() if key not in ("source", "stream")},
+        ),
+        values,
+    )
 
 
 @dataclass
@@ -136,26 +132,29 @@ def start_run(engine: Engine, source: str, kind: str, started_at: datetime) -> i
 
 
 def finish_run(
-    engine: Engine, run_id: int, outcome: str, figures: RunFigures, error: str | None = None
+    connection: Connection,
+    run_id: int,
+    outcome: str,
+    figures: RunFigures,
+    error: str | None = None,
 ) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            update(sync_runs)
-            .where(sync_runs.c.run_id == run_id)
-            .values(
-                finished_at=utcnow(),
-                outcome=outcome,
-                api_calls=dict(figures.api_calls),
-                api_errors=dict(figures.api_errors),
-                pages=figures.pages,
-                rows_inserted=figures.stats.inserted,
-                rows_updated=figures.stats.updated,
-                rows_unchanged=figures.stats.unchanged,
-                rows_rejected=figures.stats.rejected,
-                rows_removed=figures.stats.removed,
-                error=error[:2000] if error else None,
-            )
+    connection.execute(
+        update(sync_runs)
+        .where(sync_runs.c.run_id == run_id)
+        .values(
+            finished_at=utcnow(),
+            outcome=outcome,
+            api_calls=dict(figures.api_calls),
+            api_errors=dict(figures.api_errors),
+            pages=figures.pages,
+            rows_inserted=figures.stats.inserted,
+            rows_updated=figures.stats.updated,
+            rows_unchanged=figures.stats.unchanged,
+            rows_rejected=figures.stats.rejected,
+            rows_removed=figures.stats.removed,
+            error=error[:2000] if error else None,
         )
+    )
 
 
 def abandon_stale_runs(engine: Engine, source: str) -> int:
