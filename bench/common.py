@@ -240,3 +240,11 @@ def fmt_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
+
+
+def publish(headers: list[str], rows: list[list[Any]], results: Any, json_path: str | None) -> None:
+    """Print the results table and, if asked, write the raw measurements as JSON."""
+    print(fmt_table(headers, rows))
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(results, out, indent=1)

@@ -31,9 +31,9 @@ from typing import Any
 from bench.common import (
     PG_URL,
     PeakRss,
-    fmt_table,
     median,
     mib,
+    publish,
     ratio,
     scratch_warehouse,
     synthetic_jobs,
@@ -155,25 +155,22 @@ def main() -> None:
             )
     print()
     print(f"{args.rows} rows, {args.rounds} rounds (each load in its own subprocess)")
-    print(
-        fmt_table(
-            [
-                "loader",
-                "pass",
-                "rounds",
-                "median s",
-                "rows/s",
-                "RSS before MiB",
-                "peak RSS MiB",
-                "peak - before MiB",
-                "speed-up vs dlt (median per-round ratio)",
-            ],
-            table,
-        )
+    publish(
+        [
+            "loader",
+            "pass",
+            "rounds",
+            "median s",
+            "rows/s",
+            "RSS before MiB",
+            "peak RSS MiB",
+            "peak - before MiB",
+            "speed-up vs dlt (median per-round ratio)",
+        ],
+        table,
+        results,
+        args.json,
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ each filtered page (a cost of the emulator, not of AWS or of signer-sync).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -30,9 +29,9 @@ from typing import Any
 from bench.common import (
     EmulatorProcess,
     dummy_aws_env,
-    fmt_table,
     make_source_sync,
     median,
+    publish,
     scratch_warehouse,
 )
 from signer_sync.config import load_settings
@@ -175,25 +174,22 @@ def main() -> None:
         table.append(row)
     print()
     print(f"{args.jobs} jobs seeded, {args.new} new jobs per run")
-    print(
-        fmt_table(
-            [
-                "settings",
-                "runs",
-                "median s/run",
-                "emulator busy s",
-                "s minus emulator",
-                "ListSigningJobs",
-                *(f"of which {k}" for k in kinds),
-                "DescribeSigningJob",
-                "rows inserted",
-            ],
-            table,
-        )
+    publish(
+        [
+            "settings",
+            "runs",
+            "median s/run",
+            "emulator busy s",
+            "s minus emulator",
+            "ListSigningJobs",
+            *(f"of which {k}" for k in kinds),
+            "DescribeSigningJob",
+            "rows inserted",
+        ],
+        table,
+        results,
+        args.json,
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=1)
 
 
 if __name__ == "__main__":

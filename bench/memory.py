@@ -23,10 +23,10 @@ from typing import Any
 from bench.common import (
     EmulatorProcess,
     dummy_aws_env,
-    fmt_table,
     make_source_sync,
     median,
     mib,
+    publish,
     scratch_warehouse,
     vm_hwm,
 )
@@ -107,23 +107,20 @@ def main() -> None:
             ]
         )
     print()
-    print(
-        fmt_table(
-            [
-                "jobs",
-                "rounds",
-                "RSS before backfill MiB",
-                "peak RSS (VmHWM) MiB",
-                "peak - before MiB",
-                f"peak vs {smallest} jobs MiB",
-                "backfill s",
-            ],
-            table,
-        )
+    publish(
+        [
+            "jobs",
+            "rounds",
+            "RSS before backfill MiB",
+            "peak RSS (VmHWM) MiB",
+            "peak - before MiB",
+            f"peak vs {smallest} jobs MiB",
+            "backfill s",
+        ],
+        table,
+        results,
+        args.json,
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=1)
 
 
 if __name__ == "__main__":
