@@ -930,38 +930,15 @@ class World:
         return item
 
     def describe_item(self, job: Job) -> dict[str, Any]:
-        """The DescribeSigningJob body for a job, exactly as the wire carries it."""
-        item: dict[str, Any] = {
-            "jobId": job.job_id,
-            "source": {
-                "s3": {
-                    "bucketName": job.source_bucket,
-                    "key": job.source_key,
-                    "version": job.source_version,
-                }
-            },
-            "signingMaterial": {"certificateArn": job.certificate_arn},
-            "platformId": job.platform_id,
-            "platformDisplayName": job.platform_display_name,
-            "profileName": job.profile_name,
-            "profileVersion": job.profile_version,
-            "createdAt": epoch_seconds(job.created_at),
-            "requestedBy": job.requested_by,
-            "status": job.status,
-            "jobOwner": job.job_owner,
-            "jobInvoker": job.job_invoker,
-        }
+        """The DescribeSigningJob body for a job, exactly as the wire carries it: the
+        listing's fields but ``isRevoked``, plus the details only a describe gives."""
+        item = self.list_item(job)
+        del item["isRevoked"]
+        item["requestedBy"] = job.requested_by
         if job.completed_at is not None and job.status != "InProgress":
             item["completedAt"] = epoch_seconds(job.completed_at)
         if job.status_reason is not None:
             item["statusReason"] = job.status_reason
-        if job.status == "Succeeded":
-            if job.signature_expires_at is not None:
-                item["signatureExpiresAt"] = epoch_seconds(job.signature_expires_at)
-            if job.signed_bucket is not None and job.signed_key is not None:
-                item["signedObject"] = {
-                    "s3": {"bucketName": job.signed_bucket, "key": job.signed_key}
-                }
         if job.is_revoked:
             record: dict[str, Any] = {}
             if job.revocation_reason is not None:
