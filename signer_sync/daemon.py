@@ -18,9 +18,8 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from types import FrameType
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from signer_sync.errors import (
     SchemaOutOfDate,
     SignerSyncError,
     SourceBusy,
+    first_line,
 )
 from signer_sync.logs import get_logger, redact
 from signer_sync.observability import (
@@ -47,9 +47,10 @@ from signer_sync.observability import (
     SourceState,
     assess_health,
 )
-from signer_sync.source import SignerApi
+from signer_sync.source import SignerApi, counter_delta
 from signer_sync.sync import RunReport, SourceSync
 from signer_sync.warehouse.db import describe_target, open_warehouse
+from signer_sync.warehouse.writer import utcnow
 
 log = get_logger("signer_sync.daemon")
 
@@ -87,10 +88,6 @@ def misfire_grace_seconds(interval: timedelta) -> int:
     return max(1, int(interval.total_seconds()))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Daemon:
     """The scheduler, the runs it starts, and what they leave behind for health."""
 
@@ -104,7 +101,7 @@ class Daemon:
         self.stop = threading.Event()
         """Shared by every SourceSync this daemon starts: setting it stops them all."""
         self.metrics = Metrics(source.name for source in self.sources)
-        self.started_at = _utcnow()
+        self.started_at = utcnow()
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._database_error: str | None = None
@@ -140,7 +137,7 @@ class Daemon:
                 args=(source, "incremental"),
                 id=f"incremental:{source.name}",
                 name=f"incremental sync of {source.name}",
-                next_run_time=_utcnow(),
+                next_run_time=utcnow(),
                 misfire_grace_time=misfire_grace_seconds(interval),
                 max_instances=1,
                 coalesce=True,
@@ -226,8 +223,8 @@ class Daemon:
                 kind = failed.kind
                 calls, errors = failed.figures.api_calls, failed.figures.api_errors
             else:
-                calls = _delta(api.calls, calls_before) if api is not None else {}
-                errors = _delta(api.errors, errors_before) if api is not None else {}
+                calls = counter_delta(api.calls, calls_before) if api is not None else {}
+                errors = counter_delta(api.errors, errors_before) if api is not None else {}
             self._failed(name, kind, exc, time.monotonic() - started, calls, errors)
         else:
             self._finished(report)
@@ -242,7 +239,7 @@ class Daemon:
         with self._state_lock:
             state = self._states[name]
             state.running_kind = kind
-            state.running_since = _utcnow()
+            state.running_since = utcnow()
             state.last_progress = None
         self.metrics.set_in_progress(name, True)
         return True
@@ -259,11 +256,11 @@ class Daemon:
 
     def _progress(self, name: str) -> None:
         with self._state_lock:
-            self._states[name].last_progress = _utcnow()
+            self._states[name].last_progress = utcnow()
 
     def _busy(self, name: str) -> None:
         with self._state_lock:
-            self._states[name].last_busy = _utcnow()
+            self._states[name].last_busy = utcnow()
         self.metrics.record_skip(name, "busy")
         log.info("source is being synced by another replica; skipped", source=name)
 
@@ -287,7 +284,7 @@ class Daemon:
             api_errors=report.figures.api_errors,
         )
         self._database_ok()
-        now = _utcnow()
+        now = utcnow()
         if report.outcome == "succeeded":  # metrics first: /healthz never runs ahead of them
             self.metrics.record_success(name, now.timestamp(), report.watermark)
         with self._state_lock:
@@ -328,7 +325,7 @@ class Daemon:
         with self._state_lock:
             state = self._states[name]
             state.last_outcome = "failed"
-            state.last_failure = _utcnow()
+            state.last_failure = utcnow()
             state.last_error = message
             state.consecutive_failures += 1
             failures = state.consecutive_failures
@@ -350,7 +347,7 @@ class Daemon:
             text = str(exc).removeprefix("cannot reach the warehouse, ")
             return redact(f"database unreachable: {text}"), True
         if isinstance(exc, OperationalError | InterfaceError):
-            reason = _first_line(exc.orig if exc.orig is not None else exc)
+            reason = first_line(exc.orig if exc.orig is not None else exc)
             return (
                 redact(f"database unreachable: {describe_target(self.settings)}: {reason}"),
                 True,
@@ -361,7 +358,7 @@ class Daemon:
             # SyncFailed carries the cause as text: "…: OperationalError: …" is the database.
             text = str(exc)
             return redact(text), any(f": {name}: " in text for name in _DATABASE_ERRORS)
-        return redact(f"{type(exc).__name__}: {_first_line(exc)}"), False
+        return redact(f"{type(exc).__name__}: {first_line(exc)}"), False
 
     def _database_down(self, message: str) -> None:
         self._database_error = message
@@ -399,7 +396,7 @@ class Daemon:
     def health(self) -> HealthReport:
         return assess_health(
             self.states(),
-            now=_utcnow(),
+            now=utcnow(),
             interval=self.settings.interval,
             daemon_started=self.started_at,
             database_error=self._database_error,
@@ -496,14 +493,3 @@ def run_daemon(settings: Settings, sources: Sequence[SourceConfig]) -> int:
         # tick during a long run; it is counted in signer_sync_skipped_runs_total instead.
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
     return Daemon(settings, sources).run()
-
-
-def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
-    return {
-        key: value - before.get(key, 0) for key, value in now.items() if value > before.get(key, 0)
-    }
-
-
-def _first_line(error: BaseException | Any) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -53,3 +53,9 @@ class SourceBusy(SignerSyncError):
     """Another process holds this source's lock."""
 
     exit_code = 1
+
+
+def first_line(error: object) -> str:
+    """An error's message cut to its first line (its type name when it has none)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -285,6 +285,13 @@ class SignerApi:
             raise
 
 
+def counter_delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    """What a counter (calls, errors) grew by since ``before``."""
+    return {
+        key: value - before.get(key, 0) for key, value in now.items() if value > before.get(key, 0)
+    }
+
+
 def _pause(attempt: int) -> None:
     time.sleep(min(10.0, 0.05 * 2**attempt) * random.random())  # noqa: S311 - jitter
 

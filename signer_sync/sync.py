@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from signer_sync.config import Settings, SourceConfig
-from signer_sync.errors import SignerSyncError, SourceBusy, SyncFailed
+from signer_sync.errors import SignerSyncError, SourceBusy, SyncFailed, first_line
 from signer_sync.planning import (
     ExpiryBand,
     ExpiryWindow,
@@ -40,7 +40,7 @@ from signer_sync.records import (
     map_list_item,
     map_profile,
 )
-from signer_sync.source import Interrupted, Page, SignerApi
+from signer_sync.source import Interrupted, Page, SignerApi, counter_delta
 from signer_sync.warehouse.state import (
     RunFigures,
     SourceLock,
@@ -219,8 +219,8 @@ class SourceSync:
         finally:
             self._describer.close()
         if api is not None:
-            report.figures.api_calls = _delta(api.calls, calls_before)
-            report.figures.api_errors = _delta(api.errors, errors_before)
+            report.figures.api_calls = counter_delta(api.calls, calls_before)
+            report.figures.api_errors = counter_delta(api.errors, errors_before)
         report.seconds = time.monotonic() - started
         if report.outcome == "succeeded":
             # Only now, with every row committed, does the watermark move, and only if no
@@ -605,19 +605,12 @@ def _still_held(lock: SourceLock) -> None:
         )
 
 
-def _delta(now: Any, before: dict[str, int]) -> dict[str, int]:
-    return {
-        key: value - before.get(key, 0) for key, value in now.items() if value - before.get(key, 0)
-    }
-
-
 def _one_line(exc: BaseException, settings: Settings) -> str:
     """An error as one line, with the database password never in it."""
     if isinstance(exc, SignerSyncError):
         text = str(exc)
     else:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        text = f"{type(exc).__name__}: {first_line(exc)}"
     password = settings.url.password
     if password:
         text = text.replace(str(password), "***")

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from signer_sync.config import Settings
-from signer_sync.errors import DatabaseUnavailable, SchemaOutOfDate
+from signer_sync.errors import DatabaseUnavailable, SchemaOutOfDate, first_line
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -69,7 +69,7 @@ def translate_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        reason = _first_line(exc.orig) if exc.orig is not None else type(exc).__name__
+        reason = first_line(exc.orig) if exc.orig is not None else type(exc).__name__
         password = settings.url.password
         if password:
             reason = reason.replace(str(password), "***")
@@ -77,11 +77,6 @@ def translate_errors(settings: Settings) -> Iterator[None]:
             f"cannot reach the warehouse, {describe_target(settings)}: {reason}",
             hint="check SIGNER_SYNC_DATABASE_URL and that the database is up",
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    message = str(error).strip().splitlines()
-    return message[0] if message else type(error).__name__
 
 
 def alembic_config(settings: Settings, connection: Connection | None = None) -> AlembicConfig:
@@ -134,7 +129,7 @@ def check_ready(engine: Engine, settings: Settings) -> None:
             revision = current_revision(connection)
         except DBAPIError as exc:  # e.g. search_path schema missing on an odd setup
             raise SchemaOutOfDate(
-                f"the warehouse ({describe_target(settings)}) is not migrated: {_first_line(exc)}"
+                f"the warehouse ({describe_target(settings)}) is not migrated: {first_line(exc)}"
             ) from None
     head = head_revision()
     if revision == head:
